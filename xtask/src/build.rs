@@ -1,0 +1,246 @@
+//! `build`: the kernel (config from fragments, ccache, persistent O= dir) and
+//! the selftests, from the applied series.
+
+use crate::ctx::{Ctx, BASE_TAG};
+use anyhow::{bail, Context, Result};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// What a build produced.
+pub struct Built {
+    pub bzimage: PathBuf,
+    pub kselftests: PathBuf,
+    /// Compiler warnings in files the series touches.
+    pub warnings: Vec<String>,
+}
+
+/// Checks out `commit` in the stable build tree. Only files that differ are
+/// rewritten, so make rebuilds only what the change touches.
+pub fn sync_build_tree(ctx: &Ctx, commit: &str) -> Result<()> {
+    let tree = ctx.repo();
+    let head = ctx.git(&tree).args(["rev-parse", "HEAD"]).output()?;
+    if head != commit {
+        ctx.git(&tree)
+            .args(["checkout", "-q", "-f", "--detach", commit])
+            .timeout(Duration::from_secs(900))
+            .run(&ctx.log("build-checkout"))?;
+    }
+    Ok(())
+}
+
+pub fn make_args(ctx: &Ctx, out: &Path) -> Vec<String> {
+    let mut args = vec![format!("O={}", out.display())];
+    args.extend(ctx.cfg.kernel.make.iter().cloned());
+    args
+}
+
+/// Writes `.config` from tinyconfig + the fragments, only when it changes,
+/// and fails if an option the fragments set did not survive olddefconfig.
+pub fn configure(ctx: &Ctx, profile: &str, extra_fragments: &[PathBuf]) -> Result<()> {
+    let out = ctx.build_dir(profile);
+    let scratch = ctx.cache.join("build").join(format!("{profile}-config"));
+    std::fs::create_dir_all(&out)?;
+    std::fs::create_dir_all(&scratch)?;
+    let tree = ctx.repo();
+    let make = |target: &str, log: &str| {
+        ctx.cmd("make")
+            .dir(&tree)
+            .args(make_args(ctx, &scratch))
+            .arg(target)
+            .timeout(Duration::from_secs(600))
+            .run(&ctx.log(log))
+    };
+    make("tinyconfig", "build-config-tiny")?;
+    let mut fragments: Vec<PathBuf> = ctx
+        .cfg
+        .kernel
+        .config
+        .iter()
+        .map(|f| ctx.root.join(f))
+        .collect();
+    fragments.extend(extra_fragments.iter().cloned());
+    ctx.cmd(tree.join("scripts/kconfig/merge_config.sh"))
+        .dir(&tree)
+        .arg("-m")
+        .arg("-O")
+        .arg(&scratch)
+        .arg(scratch.join(".config"))
+        .args(&fragments)
+        .run(&ctx.log("build-config-merge"))?;
+    make("olddefconfig", "build-config-olddefconfig")?;
+    let got = std::fs::read_to_string(scratch.join(".config"))?;
+    let mut wanted = BTreeMap::new();
+    for f in &fragments {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?;
+        wanted.extend(parse_kconfig(&text));
+    }
+    let have = parse_kconfig(&got);
+    let dropped: Vec<String> = wanted
+        .iter()
+        .filter(|(k, v)| have.get(*k).map_or("n", String::as_str) != v.as_str())
+        .map(|(k, v)| format!("{k}={v} (got {})", have.get(k).map_or("n", String::as_str)))
+        .collect();
+    if !dropped.is_empty() {
+        bail!(
+            "the config fragments ask for options that olddefconfig did not keep \
+             (a missing dependency, or a renamed symbol):\n  {}\nfix the fragment(s): {}",
+            dropped.join("\n  "),
+            fragments
+                .iter()
+                .map(|f| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        );
+    }
+    let current = std::fs::read_to_string(out.join(".config")).unwrap_or_default();
+    if current != got {
+        std::fs::write(out.join(".config"), got)?;
+    }
+    Ok(())
+}
+
+/// `CONFIG_X=value` and `# CONFIG_X is not set` (as `n`) of a config file.
+pub fn parse_kconfig(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            if let Some(rest) = l.strip_prefix("# ") {
+                let name = rest.strip_suffix(" is not set")?;
+                return name.starts_with("CONFIG_").then(|| (name.to_string(), "n".into()));
+            }
+            let (k, v) = l.split_once('=')?;
+            k.starts_with("CONFIG_").then(|| (k.to_string(), v.to_string()))
+        })
+        .collect()
+}
+
+/// Builds the kernel and installs the selftests, for the tree's current commit.
+pub fn build(ctx: &Ctx, profile: &str) -> Result<Built> {
+    let tree = ctx.repo();
+    let out = ctx.build_dir(profile);
+    let ccache = ctx.cache.join("ccache");
+    std::fs::create_dir_all(&ccache)?;
+    let log = ctx.log("build-kernel");
+    eprintln!("  make -j{} (full log: {})", ctx.jobs, log.display());
+    ctx.cmd("make")
+        .dir(&tree)
+        .arg(format!("-j{}", ctx.jobs))
+        .args(make_args(ctx, &out))
+        .arg(format!("CC={}", cc_with_ccache(ctx)))
+        .env("CCACHE_DIR", &ccache)
+        .env("CCACHE_MAXSIZE", "8G")
+        .env("CCACHE_SLOPPINESS", "time_macros")
+        .timeout(Duration::from_secs(120 * 60))
+        .run(&log)
+        .context("kernel build failed")?;
+    let warnings = series_warnings(ctx, &log)?;
+
+    let hdr_log = ctx.log("build-headers");
+    ctx.cmd("make")
+        .dir(&tree)
+        .args(make_args(ctx, &out))
+        .arg("headers")
+        .run(&hdr_log)?;
+    let install = out.join("kselftest_install");
+    let targets = ctx.cfg.kernel.selftest_targets.join(" ");
+    let ksft_log = ctx.log("build-selftests");
+    eprintln!("  selftests: {targets}");
+    ctx.cmd("make")
+        .dir(tree.join("tools/testing/selftests"))
+        .arg(format!("-j{}", ctx.jobs))
+        .arg(format!("O={}", out.display()))
+        .arg(format!("TARGETS={targets}"))
+        .arg(format!("INSTALL_PATH={}", install.display()))
+        .arg("install")
+        .timeout(Duration::from_secs(30 * 60))
+        .run(&ksft_log)
+        .context("selftest build failed")?;
+    Ok(Built {
+        bzimage: out.join("arch/x86/boot/bzImage"),
+        kselftests: install,
+        warnings,
+    })
+}
+
+/// `clang-19` from `LLVM=-19`, behind ccache.
+fn cc_with_ccache(ctx: &Ctx) -> String {
+    let suffix = ctx
+        .cfg
+        .kernel
+        .make
+        .iter()
+        .find_map(|a| a.strip_prefix("LLVM="))
+        .map(|v| if v.starts_with('-') { v.to_string() } else { String::new() })
+        .unwrap_or_default();
+    format!("ccache clang{suffix}")
+}
+
+/// Warnings (C or Rust, clippy included) that point into files the series
+/// changes. The base's own warnings are not ours to fix.
+fn series_warnings(ctx: &Ctx, log: &Path) -> Result<Vec<String>> {
+    let touched = ctx
+        .git(&ctx.repo())
+        .args(["diff", "--name-only", BASE_TAG, "HEAD"])
+        .output()?;
+    let touched: Vec<&str> = touched.lines().collect();
+    let text = std::fs::read_to_string(log)?;
+    Ok(warnings_in(&text, &touched))
+}
+
+pub fn warnings_in(log: &str, files: &[&str]) -> Vec<String> {
+    let lines: Vec<&str> = log.lines().collect();
+    let mut found = Vec::new();
+    for (i, l) in lines.iter().enumerate() {
+        let hit = |s: &str| files.iter().any(|f| s.contains(f));
+        // C: `path:line:col: warning: ...`
+        if l.contains(": warning:") && hit(l.split(": warning:").next().unwrap_or("")) {
+            found.push(l.to_string());
+        }
+        // Rust: `warning: ...` then ` --> path:line:col` a line or two later.
+        if l.starts_with("warning:") {
+            if let Some(loc) = lines[i + 1..]
+                .iter()
+                .take(3)
+                .find_map(|n| n.trim_start().strip_prefix("--> "))
+            {
+                if hit(loc) {
+                    found.push(format!("{loc}: {l}"));
+                }
+            }
+        }
+    }
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kconfig_parsing() {
+        let c = parse_kconfig("CONFIG_A=y\n# CONFIG_B is not set\nCONFIG_C=\"x y\"\n# comment\n");
+        assert_eq!(c["CONFIG_A"], "y");
+        assert_eq!(c["CONFIG_B"], "n");
+        assert_eq!(c["CONFIG_C"], "\"x y\"");
+        assert_eq!(c.len(), 3);
+    }
+
+    #[test]
+    fn warnings_only_in_series_files() {
+        let log = "\
+/src/mm/gup.c:10:3: warning: unused variable 'x' [-Wunused-variable]
+/src/mm/filemap.c:5:1: warning: something of the base
+warning: unsafe block missing a safety comment
+  --> /src/rust/kernel/mm/gup.rs:40:9
+   |
+warning: old lint
+  --> /src/rust/kernel/page.rs:1:1
+";
+        let w = warnings_in(log, &["mm/gup.c", "rust/kernel/mm/gup.rs"]);
+        assert_eq!(w.len(), 2, "{w:?}");
+        assert!(w[0].contains("unused variable"));
+        assert!(w[1].contains("safety comment"));
+    }
+}

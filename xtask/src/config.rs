@@ -1,0 +1,285 @@
+//! `series.toml`: the base tree, the sub-series, the kernel config, the tests and the guest.
+
+use anyhow::{bail, Context, Result};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::path::Path;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SeriesToml {
+    pub base: Base,
+    pub kernel: Kernel,
+    #[serde(default)]
+    pub series: Vec<SubSeries>,
+    pub tests: Tests,
+    pub vm: Vm,
+}
+
+/// The base tree: a Debian `linux-source` binary package, made into a git commit.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Base {
+    /// Human name, e.g. "Linux 7.3.4".
+    pub name: String,
+    pub package: String,
+    pub version: String,
+    pub sha256: String,
+    /// Debian mirror and suite the package is downloaded from.
+    pub mirror: String,
+    pub suite: String,
+    /// Path of the source tarball inside the package.
+    pub tarball: String,
+    /// Hash of the base commit made from the tarball; the same on every machine.
+    pub commit: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Kernel {
+    /// Config fragments, applied in order on top of `tinyconfig`.
+    pub config: Vec<String>,
+    /// Extra `make` variables for every kernel make call (e.g. `LLVM=-19`).
+    #[serde(default)]
+    pub make: Vec<String>,
+    /// Selftest targets to build and install.
+    pub selftest_targets: Vec<String>,
+}
+
+/// One sub-series, sent to one tree, with b4-style tracking.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubSeries {
+    pub name: String,
+    /// Cover letter subject (without the `[PATCH 0/N]` prefix) and body.
+    pub subject: String,
+    pub cover: String,
+    /// b4 change-id, e.g. `20261121-pin-user-pages-fd-0123456789ab`.
+    pub change_id: String,
+    /// Subject prefixes such as `net-next` or `RFC`.
+    #[serde(default)]
+    pub prefixes: Vec<String>,
+    /// Names of sub-series this one applies on top of.
+    #[serde(default)]
+    pub prerequisites: Vec<String>,
+    /// Patch files in `patches/<name>/`, in order.
+    #[serde(default)]
+    pub patches: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tests {
+    /// KUnit suites that must appear in dmesg.
+    pub kunit: Vec<String>,
+    /// Selftest programs run in the guest, in order.
+    pub kselftest: Vec<Kselftest>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct Kselftest {
+    /// Name in the report, e.g. `mm:gup_test-a`.
+    pub name: String,
+    /// Directory below the kselftest install directory.
+    pub dir: String,
+    /// Shell command run in that directory.
+    pub cmd: String,
+    /// Seconds before the test is killed and reported as TIMEOUT.
+    #[serde(default = "default_test_timeout")]
+    pub timeout: u64,
+}
+
+fn default_test_timeout() -> u64 {
+    300
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vm {
+    /// Guest memory, as vng takes it (e.g. `4G`).
+    pub memory: String,
+    pub cpus: u32,
+    /// Extra kernel command line for the guest.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
+    /// Seconds for the whole guest run, boot included.
+    pub timeout: u64,
+}
+
+impl SeriesToml {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        Self::parse(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+
+    pub fn parse(text: &str) -> Result<Self> {
+        let cfg: Self = toml::from_str(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn validate(&self) -> Result<()> {
+        let b = &self.base;
+        if b.sha256.len() != 64 || !b.sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
+            bail!("base.sha256 must be 64 hex digits, got {:?}", b.sha256);
+        }
+        if b.commit.len() != 40 || !b.commit.bytes().all(|c| c.is_ascii_hexdigit()) {
+            bail!("base.commit must be a 40-hex git commit, got {:?}", b.commit);
+        }
+        if self.kernel.config.is_empty() {
+            bail!("kernel.config must name at least one config fragment");
+        }
+        let mut seen = HashSet::new();
+        for s in &self.series {
+            if !valid_name(&s.name) {
+                bail!("series name {:?} must be [a-z0-9-]+", s.name);
+            }
+            for p in &s.prerequisites {
+                if !seen.contains(p.as_str()) {
+                    bail!(
+                        "series {:?}: prerequisite {:?} must be a sub-series listed before it",
+                        s.name,
+                        p
+                    );
+                }
+            }
+            if !seen.insert(s.name.as_str()) {
+                bail!("series {:?} is listed twice", s.name);
+            }
+            if s.change_id.is_empty() || s.subject.is_empty() {
+                bail!("series {:?}: change_id and subject must not be empty", s.name);
+            }
+            let mut patches = HashSet::new();
+            for p in &s.patches {
+                if p == crate::series::COVER_LETTER {
+                    bail!("series {:?}: list the patches only, not {p}", s.name);
+                }
+                if !p.ends_with(".patch") || p.contains('/') || !patches.insert(p) {
+                    bail!("series {:?}: bad or repeated patch file name {:?}", s.name, p);
+                }
+            }
+        }
+        let mut names = HashSet::new();
+        for t in &self.tests.kselftest {
+            if !names.insert(t.name.as_str()) {
+                bail!("tests.kselftest: name {:?} is used twice", t.name);
+            }
+            if t.timeout == 0 {
+                bail!("tests.kselftest {:?}: timeout must be > 0", t.name);
+            }
+        }
+        if self.vm.cpus == 0 || self.vm.timeout == 0 {
+            bail!("vm.cpus and vm.timeout must be > 0");
+        }
+        Ok(())
+    }
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty()
+        && s
+            .bytes()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) const GOOD: &str = r#"
+[base]
+name = "Linux 7.3.4"
+package = "linux-source-7.3"
+version = "7.3.4-1~bpo13+1"
+sha256 = "703e369ddd4cce971452f5a593ee55df3a5c10c83caf0fa0df039633ed181ee3"
+mirror = "http://deb.debian.org/debian"
+suite = "trixie-backports"
+tarball = "usr/src/linux-source-7.3.tar.xz"
+commit = "27f69a956349d225d519daca8ca553ed3192462c"
+
+[kernel]
+config = ["kconfig/series.config"]
+make = ["LLVM=-19"]
+selftest_targets = ["mm"]
+
+[[series]]
+name = "mm"
+subject = "mm/gup: add pin_user_pages_fd()"
+cover = "Body."
+change_id = "20261121-pin-user-pages-fd-0123456789ab"
+patches = ["0001-a.patch"]
+
+[[series]]
+name = "net"
+subject = "rust: net: page_pool"
+cover = "Body."
+change_id = "20261121-rust-page-pool-0123456789ab"
+prerequisites = ["mm"]
+
+[tests]
+kunit = ["rust_doctests_kernel"]
+[[tests.kselftest]]
+name = "mm:gup_test-a"
+dir = "mm"
+cmd = "./gup_test -a"
+
+[vm]
+memory = "4G"
+cpus = 2
+timeout = 1200
+"#;
+
+    fn err(text: &str) -> String {
+        format!("{:#}", SeriesToml::parse(text).unwrap_err())
+    }
+
+    #[test]
+    fn parses_good_config() {
+        let c = SeriesToml::parse(GOOD).unwrap();
+        assert_eq!(c.series.len(), 2);
+        assert_eq!(c.series[0].patches, vec!["0001-a.patch"]);
+        assert_eq!(c.tests.kselftest[0].timeout, 300);
+        assert_eq!(c.series[1].prerequisites, vec!["mm"]);
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let e = err(&GOOD.replace("cpus = 2", "cpus = 2\nmemroy = \"1G\""));
+        assert!(e.contains("unknown field `memroy`"), "{e}");
+        let e = err(&GOOD.replace("[kernel]", "[kernel]\nconfigs = []"));
+        assert!(e.contains("unknown field `configs`"), "{e}");
+    }
+
+    #[test]
+    fn missing_section_is_named() {
+        let start = GOOD.find("[vm]").unwrap();
+        let e = err(&GOOD[..start]);
+        assert!(e.contains("missing field `vm`"), "{e}");
+    }
+
+    #[test]
+    fn wrong_type_is_reported() {
+        let e = err(&GOOD.replace("cpus = 2", "cpus = \"two\""));
+        assert!(e.contains("cpus"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_are_rejected() {
+        assert!(err(&GOOD.replace("703e369d", "zzzz369d")).contains("sha256"));
+        assert!(err(&GOOD.replace("27f69a95", "27f6")).contains("base.commit"));
+        assert!(err(&GOOD.replace("prerequisites = [\"mm\"]", "prerequisites = [\"dma-buf\"]"))
+            .contains("prerequisite \"dma-buf\""));
+        assert!(err(&GOOD.replace("name = \"net\"", "name = \"mm\"")).contains("twice"));
+        assert!(err(&GOOD.replace("name = \"net\"", "name = \"Net!\"")).contains("[a-z0-9-]"));
+        assert!(err(&GOOD.replace("0001-a.patch", "../x.patch")).contains("patch file name"));
+        assert!(err(&GOOD.replace("cmd = \"./gup_test -a\"", "cmd = \"x\"\ntimeout = 0"))
+            .contains("timeout"));
+    }
+
+    #[test]
+    fn not_toml_at_all() {
+        assert!(err("[base\nname=").contains("TOML parse error"));
+    }
+}

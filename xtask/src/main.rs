@@ -1,0 +1,195 @@
+//! Host tool for the pin_user_pages_fd() / Rust page_pool series: applies the
+//! series to the base tree, builds it, boots it under virtme-ng and runs its
+//! tests. See README.md.
+
+mod build;
+mod check;
+mod config;
+mod ctx;
+mod fetch;
+mod ktap;
+mod proc;
+mod report;
+mod series;
+mod setup;
+mod vm;
+
+use anyhow::{bail, Result};
+use clap::{Parser, Subcommand};
+use ctx::Ctx;
+use report::Report;
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(version, about, long_about = None)]
+struct Cli {
+    /// Cache for downloads, the base repository and build directories
+    /// [default: $PINFD_CACHE, else $XDG_CACHE_HOME/pinfd-series, else ~/.cache/pinfd-series]
+    #[arg(long, global = true)]
+    cache: Option<PathBuf>,
+    /// Parallel make jobs [default: CPUs + 1]
+    #[arg(long, short, global = true)]
+    jobs: Option<usize>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Install missing packages and tools (pinned) and check their versions
+    Setup,
+    /// Download and verify the base tree and make it a reproducible git commit
+    Fetch(FetchArgs),
+    /// Create the edit worktree (work/linux): base + series, ready to edit
+    Tree {
+        /// Recreate an existing (clean) worktree
+        #[arg(long)]
+        reset: bool,
+    },
+    /// Write patches/ and the exported new files from the edit worktree
+    Export,
+    /// Static checks: the series applies, exported files match, checkpatch, rustfmt
+    Check {
+        /// Also build every patch on its own (slow)
+        #[arg(long)]
+        build_each: bool,
+    },
+    /// Configure and build the kernel and the selftests for the series
+    Build,
+    /// Boot the built kernel under virtme-ng and run the tests
+    Vm,
+    /// The whole job: setup, fetch, apply, build, vm, report
+    Run(FetchArgs),
+    /// The test command: cargo test, check, build, vm, report
+    Test,
+    /// Write each sub-series as one mbox for `b4 am` / `git am` into a directory
+    Mbox {
+        #[arg(default_value = "work/mbox")]
+        dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct FetchArgs {
+    /// Use this kernel git checkout instead of the pinned Debian package
+    #[arg(long, requires = "git_ref")]
+    from_git: Option<PathBuf>,
+    /// The ref of --from-git to use as the base (e.g. v7.3.4)
+    #[arg(long = "ref")]
+    git_ref: Option<String>,
+}
+
+fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = run(cli) {
+        eprintln!("\nerror: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn project_root() -> Result<PathBuf> {
+    let mut dir = std::env::current_dir()?;
+    loop {
+        if dir.join("series.toml").exists() && dir.join("xtask").exists() {
+            return Ok(dir);
+        }
+        if !dir.pop() {
+            bail!("not inside the project: no series.toml found in this or a parent directory");
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    let ctx = Ctx::new(project_root()?, cli.cache, cli.jobs)?;
+    let mut r = Report::new();
+    match cli.command {
+        Command::Setup => r.stage("setup", || setup::setup(&ctx))?,
+        Command::Fetch(a) => {
+            let c = r.stage("fetch", || fetch_base(&ctx, &a))?;
+            println!("base: {c}");
+        }
+        Command::Tree { reset } => {
+            r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
+            let t = r.stage("tree", || series::tree(&ctx, reset))?;
+            println!("worktree: {}", t.display());
+            println!("edit, commit per patch (git commit --fixup + rebase -i --autosquash), then `cargo xtask export`");
+        }
+        Command::Export => {
+            r.stage("export", || series::export(&ctx))?;
+            println!("wrote patches/ and the exported files; review with `git diff`, then commit");
+        }
+        Command::Check { build_each } => {
+            r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
+            r.stage("check", || check::check(&ctx, build_each))?;
+        }
+        Command::Build => {
+            r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
+            build_stage(&ctx, &mut r)?;
+        }
+        Command::Vm => {
+            let out = ctx.build_dir("default");
+            let run = r.stage("vm", || {
+                vm::run(&ctx, &out.join("arch/x86/boot/bzImage"), &out.join("kselftest_install"))
+            })?;
+            return r.finish(&ctx, Some(&run));
+        }
+        Command::Run(a) => {
+            r.stage("setup", || setup::setup(&ctx))?;
+            r.stage("fetch", || fetch_base(&ctx, &a))?;
+            let built = build_stage(&ctx, &mut r)?;
+            let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
+            return r.finish(&ctx, Some(&run));
+        }
+        Command::Test => {
+            r.stage("cargo test", || {
+                ctx.cmd("cargo")
+                    .args(["test", "--release", "--package", "xtask"])
+                    .dir(&ctx.root)
+                    .run(&ctx.log("cargo-test"))
+            })?;
+            r.stage("setup", || setup::setup(&ctx))?;
+            r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
+            r.stage("check", || check::check(&ctx, false))?;
+            let built = build_stage(&ctx, &mut r)?;
+            let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
+            return r.finish(&ctx, Some(&run));
+        }
+        Command::Mbox { dir } => {
+            let dir = ctx.root.join(dir);
+            r.stage("mbox", || check::write_mboxes(&ctx, &dir))?;
+            println!("mboxes in {}", dir.display());
+        }
+    }
+    r.finish(&ctx, None)
+}
+
+impl FetchArgs {
+    fn none() -> Self {
+        FetchArgs {
+            from_git: None,
+            git_ref: None,
+        }
+    }
+}
+
+fn fetch_base(ctx: &Ctx, a: &FetchArgs) -> Result<String> {
+    let from = a.from_git.as_deref().zip(a.git_ref.as_deref());
+    fetch::fetch(ctx, from)
+}
+
+fn build_stage(ctx: &Ctx, r: &mut Report) -> Result<build::Built> {
+    let head = r.stage("apply", || series::apply(ctx))?;
+    r.stage("configure", || {
+        build::sync_build_tree(ctx, &head)?;
+        build::configure(ctx, "default", &[])
+    })?;
+    let built = r.stage("build", || build::build(ctx, "default"))?;
+    if !built.warnings.is_empty() {
+        bail!(
+            "the build warns in files the series touches:\n  {}\nfull log: {}",
+            built.warnings.join("\n  "),
+            ctx.log("build-kernel").display()
+        );
+    }
+    Ok(built)
+}
