@@ -43,6 +43,29 @@ pub fn configure(ctx: &Ctx, profile: &str, extra_fragments: &[PathBuf]) -> Resul
     std::fs::create_dir_all(&out)?;
     std::fs::create_dir_all(&scratch)?;
     let tree = ctx.repo();
+    let mut fragments: Vec<PathBuf> = ctx
+        .cfg
+        .kernel
+        .config
+        .iter()
+        .map(|f| ctx.root.join(f))
+        .collect();
+    fragments.extend(extra_fragments.iter().cloned());
+
+    // The same tree and fragments give the same .config: skip the work.
+    let commit = ctx.git(&tree).args(["rev-parse", "HEAD"]).output()?;
+    let mut key = format!("{commit}\n{}\n", ctx.cfg.kernel.make.join(" "));
+    for f in &fragments {
+        key.push_str(
+            &std::fs::read_to_string(f).with_context(|| format!("cannot read {}", f.display()))?,
+        );
+    }
+    let key_file = out.join(".pinfd-config-key");
+    if out.join(".config").exists() && std::fs::read_to_string(&key_file).ok() == Some(key.clone())
+    {
+        return Ok(());
+    }
+
     let make = |target: &str, log: &str| {
         ctx.cmd("make")
             .dir(&tree)
@@ -52,14 +75,6 @@ pub fn configure(ctx: &Ctx, profile: &str, extra_fragments: &[PathBuf]) -> Resul
             .run(&ctx.log(log))
     };
     make("tinyconfig", "build-config-tiny")?;
-    let mut fragments: Vec<PathBuf> = ctx
-        .cfg
-        .kernel
-        .config
-        .iter()
-        .map(|f| ctx.root.join(f))
-        .collect();
-    fragments.extend(extra_fragments.iter().cloned());
     ctx.cmd(tree.join("scripts/kconfig/merge_config.sh"))
         .dir(&tree)
         .arg("-m")
@@ -98,6 +113,7 @@ pub fn configure(ctx: &Ctx, profile: &str, extra_fragments: &[PathBuf]) -> Resul
     if current != got {
         std::fs::write(out.join(".config"), got)?;
     }
+    std::fs::write(key_file, key)?;
     Ok(())
 }
 

@@ -74,6 +74,38 @@ pub struct Tests {
     pub kunit: Vec<String>,
     /// Selftest programs run in the guest, in order.
     pub kselftest: Vec<Kselftest>,
+    /// Failures of the unpatched base, with their cause: reported, not fatal.
+    #[serde(default)]
+    pub known_failure: Vec<KnownFailure>,
+}
+
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct KnownFailure {
+    /// Test path as the report prints it; `*` matches any run of characters.
+    pub test: String,
+    pub reason: String,
+}
+
+impl KnownFailure {
+    pub fn matches(&self, path: &str) -> bool {
+        glob_match(&self.test, path)
+    }
+}
+
+/// `*`-only glob matching.
+fn glob_match(pattern: &str, s: &str) -> bool {
+    match pattern.split_once('*') {
+        None => pattern == s,
+        Some((head, rest)) => {
+            let Some(s) = s.strip_prefix(head) else {
+                return false;
+            };
+            (0..=s.len())
+                .filter(|&i| s.is_char_boundary(i))
+                .any(|i| glob_match(rest, &s[i..]))
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, Clone)]
@@ -165,6 +197,9 @@ impl SeriesToml {
         for t in &self.tests.kselftest {
             if !names.insert(t.name.as_str()) {
                 bail!("tests.kselftest: name {:?} is used twice", t.name);
+            }
+            if t.name.contains(char::is_whitespace) || t.name.contains('\'') {
+                bail!("tests.kselftest {:?}: the name must have no spaces or quotes", t.name);
             }
             if t.timeout == 0 {
                 bail!("tests.kselftest {:?}: timeout must be > 0", t.name);
@@ -276,6 +311,18 @@ timeout = 1200
         assert!(err(&GOOD.replace("0001-a.patch", "../x.patch")).contains("patch file name"));
         assert!(err(&GOOD.replace("cmd = \"./gup_test -a\"", "cmd = \"x\"\ntimeout = 0"))
             .contains("timeout"));
+    }
+
+    #[test]
+    fn known_failure_globs() {
+        let k = KnownFailure {
+            test: "iommu:iommufd.*.dmabuf_simple".into(),
+            reason: String::new(),
+        };
+        assert!(k.matches("iommu:iommufd.iommufd_ioas.mock_domain.dmabuf_simple"));
+        assert!(!k.matches("iommu:iommufd.iommufd_ioas.mock_domain.dmabuf_revoke"));
+        assert!(!k.matches("mm:gup_test"));
+        assert!(glob_match("*", "") && glob_match("a*", "a") && !glob_match("a", "ab"));
     }
 
     #[test]

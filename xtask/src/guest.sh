@@ -6,7 +6,16 @@ out=@OUT@
 ksft=@KSFT@
 tap=$out/kselftest.tap
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
-pins() { echo 1 > /proc/sys/vm/stat_refresh; grep -E '^nr_foll_pin_(acquired|released) ' /proc/vmstat > "$1"; }
+# Pin counters, with per-CPU deltas folded in. Unpins that finish after a
+# test exits (deferred fput, RCU) get up to 5 s to land before a snapshot.
+pins() {
+	for i in 1 2 3 4 5; do
+		echo 1 > /proc/sys/vm/stat_refresh
+		grep -E '^nr_foll_pin_(acquired|released) ' /proc/vmstat > "$1"
+		[ "$(awk '{print $2}' "$1" | uniq | wc -l)" = 1 ] && return
+		sleep 1
+	done
+}
 n=0
 run() {
 	n=$((n + 1)); name=$1; dir=$2; t=$3; shift 3
@@ -14,7 +23,8 @@ run() {
 	start=$(date +%s)
 	{ cd "$ksft/$dir" && timeout -k 10 "$t" sh -c "$*" 2>&1; echo $? > "$out/rc"; } | sed 's/^/# /' >> "$tap"
 	rc=$(cat "$out/rc")
-	printf '%s\t%s\n' "$name" $(( $(date +%s) - start )) >> "$out/times.tsv"
+	pins "$out/vmstat.now"
+	printf '%s\t%s\t%s\n' "$name" $(( $(date +%s) - start )) "$(awk '{printf "%s ", $2}' "$out/vmstat.now")" >> "$out/times.tsv"
 	case $rc in
 	0) echo "ok $n selftests: $name" ;;
 	4) echo "ok $n selftests: $name # SKIP" ;;

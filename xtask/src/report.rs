@@ -42,6 +42,7 @@ impl Report {
                 "kvm": run.kvm,
                 "kselftests": run.kselftests,
                 "kunit": run.kunit,
+                "known_failures": run.known,
                 "pins": run.pins,
                 "crashes": run.crashes,
                 "problems": run.problems,
@@ -70,8 +71,8 @@ impl Report {
         let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(10).max(10);
         let _ = writeln!(
             s,
-            "\n{:<9} {:<w$} {:>5} {:>5} {:>5} {:>7}  result",
-            "kind", "suite", "pass", "fail", "skip", "time"
+            "\n{:<9} {:<w$} {:>5} {:>5} {:>5} {:>6} {:>15}  result",
+            "kind", "suite", "pass", "fail", "skip", "time", "pins (+acq/+rel)"
         );
         let mut total = crate::ktap::Counts::default();
         for r in &rows {
@@ -80,15 +81,19 @@ impl Report {
             total.skip += r.counts.skip;
             let _ = writeln!(
                 s,
-                "{:<9} {:<w$} {:>5} {:>5} {:>5} {:>7}  {}",
+                "{:<9} {:<w$} {:>5} {:>5} {:>5} {:>6} {:>15}  {}",
                 r.kind,
                 r.name,
                 r.counts.pass,
                 r.counts.fail,
                 r.counts.skip,
-                r.secs.map_or("-".into(), |t| format!("{t:.0}s")),
+                r.secs.map_or("-".into(), |t| format!("{t}s")),
+                r.pins.map_or("-".into(), |(a, r)| format!("+{a}/+{r}")),
                 r.verdict
             );
+        }
+        for (path, reason) in &run.known {
+            let _ = writeln!(s, "known failure of the base: {path}: {reason}");
         }
         let _ = writeln!(s, "\nguest: {}", if run.kvm { "KVM" } else { "TCG" });
         if let (Some((a, r)), Some((a0, r0))) = (run.pins, run.pins_before) {

@@ -24,7 +24,10 @@ pub struct VmRun {
     pub out: PathBuf,
     pub kselftests: Vec<Test>,
     pub kunit: Vec<Test>,
-    pub times: Vec<(String, f64)>,
+    /// Per selftest: seconds taken and pin counters after it.
+    pub stats: Vec<TestStat>,
+    /// Known failures of the base that did fail: (test path, reason).
+    pub known: Vec<(String, String)>,
     pub pins: Option<(u64, u64)>,
     pub pins_before: Option<(u64, u64)>,
     pub crashes: Vec<String>,
@@ -89,13 +92,7 @@ pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
     let crashes = crash_lines(&dmesg);
     let pins = parse_pins(&read("vmstat.after"));
     let pins_before = parse_pins(&read("vmstat.before"));
-    let times = read("times.tsv")
-        .lines()
-        .filter_map(|l| {
-            let (n, t) = l.split_once('\t')?;
-            Some((n.to_string(), t.trim().parse().ok()?))
-        })
-        .collect();
+    let stats = parse_stats(&read("times.tsv"));
 
     for t in &ctx.cfg.tests.kselftest {
         if !kselftests.iter().any(|k| k.name.ends_with(&t.name)) {
@@ -107,10 +104,43 @@ pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
             problems.push(format!("expected KUnit suite {s} did not run"));
         }
     }
+    let mut known = Vec::new();
+    let mut known_seen = vec![false; ctx.cfg.tests.known_failure.len()];
     for t in kselftests.iter().chain(&kunit) {
         for (path, f) in t.failures() {
-            problems.push(format!("not ok: {path} ({:?})", f.outcome));
+            let path = path.trim_start_matches("selftests: ").to_string();
+            match ctx.cfg.tests.known_failure.iter().position(|k| k.matches(&path)) {
+                Some(i) => {
+                    known_seen[i] = true;
+                    known.push((path, ctx.cfg.tests.known_failure[i].reason.clone()));
+                }
+                None => problems.push(format!("not ok: {path} ({:?})", f.outcome)),
+            }
         }
+    }
+    if out.join("done").exists() {
+        for (k, seen) in ctx.cfg.tests.known_failure.iter().zip(known_seen) {
+            if !seen {
+                problems.push(format!(
+                    "known failure {:?} did not fail: remove it from series.toml",
+                    k.test
+                ));
+            }
+        }
+    }
+    let mut prev = pins_before;
+    for st in &stats {
+        if let (Some((a0, r0)), Some((a, r))) = (prev, st.pins) {
+            if a - a0 != r - r0 {
+                problems.push(format!(
+                    "{} left pins unbalanced: +{} acquired, +{} released",
+                    st.name,
+                    a - a0,
+                    r - r0
+                ));
+            }
+        }
+        prev = st.pins.or(prev);
     }
     if !crashes.is_empty() {
         problems.push(format!(
@@ -134,7 +164,8 @@ pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
         out,
         kselftests,
         kunit,
-        times,
+        stats,
+        known,
         pins,
         pins_before,
         crashes,
@@ -173,7 +204,8 @@ fn kvm_works(ctx: &Ctx, bzimage: &Path, out: &Path) -> bool {
     let ok = vng(ctx, bzimage, out, true)
         .arg("--exec")
         .arg(format!("touch {}", marker.display()))
-        .timeout(Duration::from_secs(120))
+        // A KVM boot to a shell takes seconds; a broken KVM hangs silently.
+        .timeout(Duration::from_secs(30))
         .run_unchecked(&ctx.log("vm-kvm-probe"))
         .map(|e| e.code == Some(0))
         .unwrap_or(false);
@@ -208,6 +240,29 @@ pub fn guest_script(out: &Path, ksft: &Path, tests: &[Kselftest]) -> String {
         .replace("@TESTS@\n", &runs)
 }
 
+/// One line of the guest's times.tsv: name, seconds, "acquired released".
+pub struct TestStat {
+    pub name: String,
+    pub secs: u64,
+    pub pins: Option<(u64, u64)>,
+}
+
+pub fn parse_stats(tsv: &str) -> Vec<TestStat> {
+    tsv.lines()
+        .filter_map(|l| {
+            let mut f = l.split('\t');
+            let name = f.next()?.to_string();
+            let secs = f.next()?.trim().parse().ok()?;
+            let mut p = f.next().unwrap_or("").split_whitespace().map(str::parse::<u64>);
+            let pins = match (p.next(), p.next()) {
+                (Some(Ok(a)), Some(Ok(r))) => Some((a, r)),
+                _ => None,
+            };
+            Some(TestStat { name, secs, pins })
+        })
+        .collect()
+}
+
 pub fn parse_pins(vmstat: &str) -> Option<(u64, u64)> {
     let get = |key: &str| {
         vmstat
@@ -232,21 +287,30 @@ pub struct Row {
     pub name: String,
     pub counts: Counts,
     pub verdict: &'static str,
-    pub secs: Option<f64>,
+    pub secs: Option<u64>,
+    /// Pins acquired and released while it ran.
+    pub pins: Option<(u64, u64)>,
 }
 
 impl VmRun {
     pub fn rows(&self) -> Vec<Row> {
         let mut rows = Vec::new();
+        let mut prev = self.pins_before;
         for t in &self.kselftests {
             let name = t.name.trim_start_matches("selftests: ").to_string();
-            let secs = self.times.iter().find(|(n, _)| *n == name).map(|x| x.1);
+            let stat = self.stats.iter().find(|s| s.name == name);
+            let pins = match (prev, stat.and_then(|s| s.pins)) {
+                (Some((a0, r0)), Some((a, r))) => Some((a - a0, r - r0)),
+                _ => None,
+            };
+            prev = stat.and_then(|s| s.pins).or(prev);
             rows.push(Row {
                 kind: "kselftest",
                 counts: t.counts(),
-                verdict: verdict(t),
+                verdict: self.verdict(t),
                 name,
-                secs,
+                secs: stat.map(|s| s.secs),
+                pins,
             });
         }
         for t in &self.kunit {
@@ -254,21 +318,31 @@ impl VmRun {
                 kind: "kunit",
                 name: t.name.clone(),
                 counts: t.counts(),
-                verdict: verdict(t),
+                verdict: self.verdict(t),
                 secs: None,
+                pins: None,
             });
         }
         rows
     }
 }
 
-fn verdict(t: &Test) -> &'static str {
-    if !t.failures().is_empty() || t.outcome.is_failure() {
-        "FAIL"
-    } else if t.outcome == ktap::Outcome::Skip {
-        "SKIP"
-    } else {
-        "ok"
+impl VmRun {
+    /// FAIL, or "known" when every failure is a known failure of the base.
+    fn verdict(&self, t: &Test) -> &'static str {
+        let failures = t.failures();
+        if failures.is_empty() && !t.outcome.is_failure() {
+            return if t.outcome == ktap::Outcome::Skip { "SKIP" } else { "ok" };
+        }
+        let known = |p: &str| {
+            let p = p.trim_start_matches("selftests: ");
+            self.known.iter().any(|(k, _)| k == p)
+        };
+        if !failures.is_empty() && failures.iter().all(|(p, _)| known(p)) {
+            "known"
+        } else {
+            "FAIL"
+        }
     }
 }
 
@@ -281,6 +355,14 @@ mod tests {
         let v = "nr_foll_pin_acquired 3072\nnr_foll_pin_released 3071\n";
         assert_eq!(parse_pins(v), Some((3072, 3071)));
         assert_eq!(parse_pins("nr_free_pages 5\n"), None);
+    }
+
+    #[test]
+    fn stats_parse() {
+        let s = parse_stats("mm:gup_test\t3\t10 10 \niommu:iommufd\t11\t\nbad line\n");
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].secs, s[0].pins), (3, Some((10, 10))));
+        assert_eq!(s[1].pins, None);
     }
 
     #[test]
