@@ -55,7 +55,11 @@ enum Command {
         build_each: bool,
     },
     /// Configure and build the kernel and the selftests for the series
-    Build,
+    Build {
+        /// Build the edit worktree's HEAD (committed work) instead of patches/
+        #[arg(long)]
+        worktree: bool,
+    },
     /// Boot the built kernel under virtme-ng and run the tests
     Vm,
     /// The whole job: setup, fetch, apply, build, vm, report
@@ -122,9 +126,14 @@ fn run(cli: Cli) -> Result<()> {
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
             r.stage("check", || check::check(&ctx, build_each))?;
         }
-        Command::Build => {
+        Command::Build { worktree } => {
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
-            build_stage(&ctx, &mut r)?;
+            let head = if worktree {
+                Some(series::worktree_head(&ctx)?)
+            } else {
+                None
+            };
+            build_stage(&ctx, &mut r, head)?;
         }
         Command::Vm => {
             let out = ctx.build_dir("default");
@@ -136,7 +145,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => {
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &a))?;
-            let built = build_stage(&ctx, &mut r)?;
+            let built = build_stage(&ctx, &mut r, None)?;
             let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
             return r.finish(&ctx, Some(&run));
         }
@@ -150,7 +159,7 @@ fn run(cli: Cli) -> Result<()> {
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
             r.stage("check", || check::check(&ctx, false))?;
-            let built = build_stage(&ctx, &mut r)?;
+            let built = build_stage(&ctx, &mut r, None)?;
             let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
             return r.finish(&ctx, Some(&run));
         }
@@ -177,8 +186,12 @@ fn fetch_base(ctx: &Ctx, a: &FetchArgs) -> Result<String> {
     fetch::fetch(ctx, from)
 }
 
-fn build_stage(ctx: &Ctx, r: &mut Report) -> Result<build::Built> {
-    let head = r.stage("apply", || series::apply(ctx))?;
+/// Builds `head`, or patches/ applied to the base.
+fn build_stage(ctx: &Ctx, r: &mut Report, head: Option<String>) -> Result<build::Built> {
+    let head = match head {
+        Some(h) => h,
+        None => r.stage("apply", || series::apply(ctx))?,
+    };
     r.stage("configure", || {
         build::sync_build_tree(ctx, &head)?;
         build::configure(ctx, "default", &[])

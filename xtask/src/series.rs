@@ -178,6 +178,20 @@ fn short_hash(s: &str) -> String {
     hex::encode(&sha2::Sha256::digest(s.as_bytes())[..4])
 }
 
+/// The edit worktree's HEAD commit (it shares the cache repository, so the
+/// build tree can check it out).
+pub fn worktree_head(ctx: &Ctx) -> Result<String> {
+    let edit = ctx.edit_tree();
+    if !edit.join(".git").exists() {
+        bail!("no worktree at {}: run `cargo xtask tree` first", edit.display());
+    }
+    let dirty = ctx.git(&edit).args(["status", "--porcelain", "--untracked-files=no"]).output()?;
+    if !dirty.is_empty() {
+        eprintln!("  note: uncommitted changes in {} are not built", edit.display());
+    }
+    ctx.git(&edit).args(["rev-parse", "HEAD"]).output()
+}
+
 pub fn ensure_clean(ctx: &Ctx, tree: &Path) -> Result<()> {
     let status = ctx
         .git(tree)
