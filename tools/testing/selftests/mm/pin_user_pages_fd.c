@@ -1,0 +1,717 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * pin_user_pages_fd() tests, through PIN_FD_LONGTERM_TEST_START of
+ * /sys/kernel/debug/gup_test (CONFIG_GUP_TEST, root): pin a range of a memfd
+ * without mapping it, read the pinned pages back with PIN_LONGTERM_TEST_READ,
+ * and check the FOLL_PIN accounting in /proc/vmstat.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/eventfd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <asm-generic/hugetlb_encode.h>
+#include <linux/magic.h>
+#include <mm/gup_test.h>
+
+#include "kselftest_harness.h"
+#include "vm_util.h"
+
+#define GUP_TEST_FILE	"/sys/kernel/debug/gup_test"
+#define SHMEM_ENABLED	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
+#define FREE_HUGE_2M	"/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+#define MiB		(1024UL * 1024)
+#define MAX_ZONES	64
+
+#ifndef MFD_HUGE_2MB
+#define MFD_HUGE_2MB	HUGETLB_FLAG_ENCODE_2MB
+#endif
+
+struct pins {
+	unsigned long long acquired, released;
+};
+
+struct zone_span {
+	unsigned long start_pfn, end_pfn;
+};
+
+/* Folds the per-cpu vmstat deltas, then reads the FOLL_PIN counters. */
+static int read_pins(struct pins *pins)
+{
+	char line[128];
+	int fd, found = 0;
+	FILE *f;
+
+	fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, "1", 1) < 0) {
+		close(fd);
+		return -errno;
+	}
+	close(fd);
+
+	f = fopen("/proc/vmstat", "r");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f)) {
+		found += sscanf(line, "nr_foll_pin_acquired %llu", &pins->acquired) == 1;
+		found += sscanf(line, "nr_foll_pin_released %llu", &pins->released) == 1;
+	}
+	fclose(f);
+	return found == 2 ? 0 : -ENOENT;
+}
+
+/* A /proc/meminfo value (in kB), or -1. */
+static long meminfo_kb(const char *key)
+{
+	char line[128];
+	long val = -1;
+	FILE *f;
+
+	f = fopen("/proc/meminfo", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key))) {
+			val = strtol(line + strlen(key), NULL, 10);
+			break;
+		}
+	fclose(f);
+	return val;
+}
+
+/*
+ * The populated Movable zones of /proc/zoneinfo: returns how many there are
+ * and stores the PFN spans of the first @max of them.
+ */
+static int movable_zones(struct zone_span *zones, int max)
+{
+	unsigned long start_pfn, spanned = 0, present = 0;
+	char line[512], name[32];
+	bool movable = false;
+	int node, nr = 0;
+	FILE *f;
+
+	f = fopen("/proc/zoneinfo", "r");
+	if (!f)
+		return 0;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "Node %d, zone %31s", &node, name) == 2) {
+			movable = !strcmp(name, "Movable");
+			spanned = 0;
+			present = 0;
+		} else if (movable) {
+			if (sscanf(line, " spanned %lu", &spanned) == 1 ||
+			    sscanf(line, " present %lu", &present) == 1)
+				continue;
+			if (sscanf(line, " start_pfn: %lu", &start_pfn) != 1 ||
+			    !present)
+				continue;
+			if (nr < max) {
+				zones[nr].start_pfn = start_pfn;
+				zones[nr].end_pfn = start_pfn + spanned;
+			}
+			nr++;
+		}
+	}
+	fclose(f);
+	return nr;
+}
+
+/*
+ * How many of the @nr pages mapped at @addr are in one of the @nr_zones
+ * @zones, according to /proc/self/pagemap; *seen counts the PFNs it shows
+ * (all zero without CAP_SYS_ADMIN).
+ */
+static size_t pages_in_zones(char *addr, size_t nr, int pagemap,
+			     const struct zone_span *zones, int nr_zones,
+			     size_t *seen)
+{
+	size_t i, count = 0;
+	uint64_t entry;
+	int z;
+
+	*seen = 0;
+	for (i = 0; i < nr; i++) {
+		char *page = addr + i * psize();
+		unsigned long pfn;
+
+		FORCE_READ(*page);
+		if (pread(pagemap, &entry, sizeof(entry),
+			  (uintptr_t)page / psize() * sizeof(entry)) !=
+		    sizeof(entry) || !(entry & PM_PRESENT))
+			continue;
+		pfn = PAGEMAP_PFN(entry);
+		if (!pfn)
+			continue;
+		(*seen)++;
+		for (z = 0; z < nr_zones; z++)
+			if (pfn >= zones[z].start_pfn && pfn < zones[z].end_pfn) {
+				count++;
+				break;
+			}
+	}
+	return count;
+}
+
+/* @nr pages of data, each one different: 64-bit words naming page and place. */
+static char *pattern(size_t first_page, size_t nr)
+{
+	size_t words = psize() / sizeof(uint64_t), i, j;
+	uint64_t *p = malloc(nr * psize());
+
+	for (i = 0; p && i < nr; i++)
+		for (j = 0; j < words; j++)
+			p[i * words + j] = 0x9e3779b97f4a7c15ULL *
+					   (first_page + i + 1) + j;
+	return (char *)p;
+}
+
+/*
+ * A memfd of @size bytes, with @data written to it unless NULL: through
+ * pwrite(), or through a shared mapping for hugetlb which has no write().
+ * Returns the fd or -errno.
+ */
+static int memfd_with(unsigned int mfd_flags, size_t size, const char *data)
+{
+	ssize_t written;
+	int fd, err;
+	char *map;
+
+	fd = memfd_create("pin_user_pages_fd", mfd_flags);
+	if (fd < 0)
+		return -errno;
+	if (ftruncate(fd, size))
+		goto err;
+	if (data && (mfd_flags & MFD_HUGETLB)) {
+		map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   fd, 0);
+		if (map == MAP_FAILED)
+			goto err;
+		memcpy(map, data, size);
+		munmap(map, size);
+	} else if (data) {
+		written = pwrite(fd, data, size, 0);
+		if (written != (ssize_t)size) {
+			if (written >= 0)
+				errno = EIO;
+			goto err;
+		}
+	}
+	return fd;
+err:
+	err = -errno;
+	close(fd);
+	return err;
+}
+
+static int write_str(const char *path, const char *str)
+{
+	int fd, ret = 0;
+
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return -errno;
+	if (write(fd, str, strlen(str)) < 0)
+		ret = -errno;
+	close(fd);
+	return ret;
+}
+
+FIXTURE(pin_fd)
+{
+	int gup_fd;
+	int fd;
+	int fd2;
+	char *map;
+	size_t map_size;
+	char *buf;		/* PIN_LONGTERM_TEST_READ buffer */
+	struct pins base;	/* pin counters before the pin under test */
+	unsigned long nr_pinned;
+	bool may_migrate;	/* ZONE_MOVABLE or CMA: pins may migrate */
+	char shmem_enabled[32];	/* setting to restore, if changed */
+};
+
+/*
+ * The helpers below take the fixture as struct _test_data_pin_fd, the type
+ * FIXTURE_DATA(pin_fd) names.
+ */
+
+FIXTURE_SETUP(pin_fd)
+{
+	self->fd = -1;
+	self->fd2 = -1;
+	self->gup_fd = open(GUP_TEST_FILE, O_RDWR);
+	if (self->gup_fd < 0)
+		SKIP(return, "%s: %s (needs CONFIG_GUP_TEST, debugfs, root)",
+		     GUP_TEST_FILE, strerror(errno));
+	self->may_migrate = movable_zones(NULL, 0) > 0 ||
+			    meminfo_kb("CmaTotal:") > 0;
+}
+
+FIXTURE_TEARDOWN(pin_fd)
+{
+	/* Never leave pins behind for the next test. */
+	if (self->gup_fd >= 0) {
+		ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP);
+		close(self->gup_fd);
+	}
+	if (self->map)
+		munmap(self->map, self->map_size);
+	if (self->fd >= 0)
+		close(self->fd);
+	if (self->fd2 >= 0)
+		close(self->fd2);
+	free(self->buf);
+	if (self->shmem_enabled[0])
+		write_str(SHMEM_ENABLED, self->shmem_enabled);
+}
+
+/* Sets shmem_enabled to @mode; the teardown restores the original one. */
+static int set_shmem_enabled(struct _test_data_pin_fd *self, const char *mode)
+{
+	char buf[128], *l, *r;
+
+	if (!self->shmem_enabled[0]) {
+		if (!read_file(SHMEM_ENABLED, buf, sizeof(buf)))
+			return -ENOENT;
+		l = strchr(buf, '[');
+		r = l ? strchr(l, ']') : NULL;
+		if (!r || r - l > (long)sizeof(self->shmem_enabled) - 1)
+			return -EINVAL;
+		*r = '\0';
+		strcpy(self->shmem_enabled, l + 1);
+	}
+	return write_str(SHMEM_ENABLED, mode);
+}
+
+static int pin_args(struct _test_data_pin_fd *self, struct pin_fd_test *args)
+{
+	return ioctl(self->gup_fd, PIN_FD_LONGTERM_TEST_START, args) ? -errno : 0;
+}
+
+static int pin(struct _test_data_pin_fd *self, int fd, size_t offset, size_t size,
+	       unsigned int flags)
+{
+	struct pin_fd_test args = {
+		.offset = offset, .size = size, .fd = fd, .flags = flags,
+	};
+
+	return pin_args(self, &args);
+}
+
+/*
+ * Checks that the pin counters rose by @acquired and @released since
+ * self->base. Pins dropped to migrate pages out of ZONE_MOVABLE or CMA show
+ * in both counters, so where that can happen only the difference is exact.
+ */
+static void check_pins(struct __test_metadata *_metadata,
+		       struct _test_data_pin_fd *self,
+		       unsigned long long acquired, unsigned long long released)
+{
+	unsigned long long acq, rel;
+	struct pins now;
+
+	ASSERT_EQ(0, read_pins(&now));
+	acq = now.acquired - self->base.acquired;
+	rel = now.released - self->base.released;
+	if (self->may_migrate && acq > acquired) {
+		TH_LOG("%llu pins were dropped to migrate", acq - acquired);
+		EXPECT_EQ(acq - acquired, rel - released);
+		return;
+	}
+	EXPECT_EQ(acquired, acq);
+	EXPECT_EQ(released, rel);
+}
+
+/* Reads the pinned pages and compares them with @expect, or zeros if NULL. */
+static void read_check(struct __test_metadata *_metadata,
+		       struct _test_data_pin_fd *self, const char *expect)
+{
+	size_t size = self->nr_pinned * psize(), i;
+	__u64 addr;
+
+	free(self->buf);
+	self->buf = malloc(size);
+	ASSERT_NE(NULL, self->buf);
+	memset(self->buf, 0xa5, size);
+	addr = (uintptr_t)self->buf;
+	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_READ, &addr));
+	for (i = 0; i < size; i++)
+		if (self->buf[i] != (expect ? expect[i] : 0))
+			break;
+	EXPECT_EQ(size, i)
+		TH_LOG("pinned page %zu differs at byte %zu",
+		       i / psize(), i % psize());
+}
+
+/* Pins [offset, offset + size) of @fd, checks the counters and the data. */
+static void pin_check(struct __test_metadata *_metadata,
+		      struct _test_data_pin_fd *self, int fd, size_t offset,
+		      size_t size, unsigned int flags, const char *expect)
+{
+	ASSERT_EQ(0, read_pins(&self->base));
+	ASSERT_EQ(0, pin(self, fd, offset, size, flags));
+	self->nr_pinned = size / psize();
+	check_pins(_metadata, self, self->nr_pinned, 0);
+	read_check(_metadata, self, expect);
+}
+
+static void unpin_check(struct __test_metadata *_metadata,
+			struct _test_data_pin_fd *self)
+{
+	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	check_pins(_metadata, self, self->nr_pinned, self->nr_pinned);
+	self->nr_pinned = 0;
+}
+
+TEST_F(pin_fd, shmem_4k)
+{
+	size_t size = 4 * MiB, nr = size / psize();
+	char *data = pattern(0, nr);
+
+	ASSERT_NE(NULL, data);
+	/* Small folios, if shmem THP is there at all. */
+	set_shmem_enabled(self, "never");
+	self->fd = memfd_with(0, size, data);
+	ASSERT_LE(0, self->fd);
+	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
+		  data);
+
+	/* The pinned pages are the file's: a write() shows through. */
+	memset(data + 7 * psize(), 0x3c, psize());
+	ASSERT_EQ(psize(), pwrite(self->fd, data + 7 * psize(), psize(),
+				  7 * psize()));
+	read_check(_metadata, self, data);
+	unpin_check(_metadata, self);
+	free(data);
+}
+
+TEST_F(pin_fd, hugetlb_2m)
+{
+	size_t size = 4 * MiB, nr = size / psize();
+	char buf[32], *data;
+	int ret;
+
+	if (!read_file(FREE_HUGE_2M, buf, sizeof(buf)))
+		SKIP(return, "no 2 MiB hugetlb pages");
+	if (strtoul(buf, NULL, 10) < 2)
+		SKIP(return, "fewer than 2 free 2 MiB huge pages");
+	data = pattern(0, nr);
+	ASSERT_NE(NULL, data);
+	self->fd = memfd_with(MFD_HUGETLB | MFD_HUGE_2MB, size, data);
+	if (self->fd == -ENOMEM)
+		SKIP(return, "cannot get 2 huge pages");
+	ASSERT_LE(0, self->fd);
+
+	/* Huge pages in ZONE_MOVABLE need free ones to migrate to. */
+	ret = pin(self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE);
+	if (ret == -ENOMEM && self->may_migrate)
+		SKIP(return, "no free huge page outside ZONE_MOVABLE/CMA");
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+
+	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
+		  data);
+	unpin_check(_metadata, self);
+	free(data);
+}
+
+TEST_F(pin_fd, shmem_thp)
+{
+	size_t size = 4 * MiB, nr = size / psize(), pmd = 2 * MiB / psize();
+	long before;
+	char *data;
+
+	if (access(SHMEM_ENABLED, F_OK))
+		SKIP(return, "no shmem THP (%s)", SHMEM_ENABLED);
+	ASSERT_EQ(0, set_shmem_enabled(self, "always"));
+	data = pattern(0, nr);
+	ASSERT_NE(NULL, data);
+	before = meminfo_kb("ShmemHugePages:");
+	self->fd = memfd_with(0, size, data);
+	ASSERT_LE(0, self->fd);
+	if (meminfo_kb("ShmemHugePages:") <= before)
+		SKIP(return, "no shmem THP");
+
+	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
+		  data);
+	unpin_check(_metadata, self);
+
+	/* Starting in the middle of a huge folio. */
+	pin_check(_metadata, self, self->fd, 3 * psize(), 5 * psize(),
+		  PIN_FD_TEST_FLAG_WRITE, data + 3 * psize());
+	unpin_check(_metadata, self);
+
+	/* Across the boundary between two huge folios. */
+	pin_check(_metadata, self, self->fd, (pmd - 2) * psize(), 4 * psize(),
+		  PIN_FD_TEST_FLAG_WRITE, data + (pmd - 2) * psize());
+	unpin_check(_metadata, self);
+	free(data);
+}
+
+TEST_F(pin_fd, unpopulated)
+{
+	size_t size = 8 * MiB, done;
+	struct stat st;
+	ssize_t ret;
+	char *buf;
+
+	self->fd = memfd_with(0, size, NULL);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, fstat(self->fd, &st));
+	EXPECT_EQ(0, st.st_blocks);
+
+	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
+		  NULL);
+	unpin_check(_metadata, self);
+
+	/* The holes were filled; the file kept its size and reads zeros. */
+	ASSERT_EQ(0, fstat(self->fd, &st));
+	EXPECT_EQ(size, st.st_size);
+	EXPECT_EQ(size, st.st_blocks * 512);
+	buf = malloc(size);
+	ASSERT_NE(NULL, buf);
+	memset(buf, 0xa5, size);
+	for (done = 0; done < size; done += ret) {
+		ret = pread(self->fd, buf + done, size - done, done);
+		ASSERT_LT(0, ret);
+	}
+	for (done = 0; done < size && !buf[done]; done++)
+		;
+	EXPECT_EQ(size, done);
+	free(buf);
+}
+
+TEST_F(pin_fd, offset_range)
+{
+	size_t nr = 16, i;
+	char *data = malloc(nr * psize());
+
+	ASSERT_NE(NULL, data);
+	for (i = 0; i < nr; i++)
+		memset(data + i * psize(), i + 1, psize());
+	self->fd = memfd_with(0, nr * psize(), data);
+	ASSERT_LE(0, self->fd);
+	pin_check(_metadata, self, self->fd, 5 * psize(), 3 * psize(), 0,
+		  data + 5 * psize());
+	unpin_check(_metadata, self);
+	free(data);
+}
+
+TEST_F(pin_fd, past_eof)
+{
+	size_t ps = psize();
+	char *data = pattern(0, 4);
+
+	ASSERT_NE(NULL, data);
+	self->fd = memfd_with(0, 4 * ps, data);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, read_pins(&self->base));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 2 * ps, 4 * ps, 0));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 4 * ps, ps, 0));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, 5 * ps, 0));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 1ULL << 62, ps, 0));
+	check_pins(_metadata, self, 0, 0);
+
+	/* The partial last page of a file is within it: a hole to fill. */
+	ASSERT_EQ(0, ftruncate(self->fd, 4 * ps + 1));
+	memcpy(data, data + 3 * ps, ps);
+	memset(data + ps, 0, ps);
+	pin_check(_metadata, self, self->fd, 3 * ps, 2 * ps, 0, data);
+	unpin_check(_metadata, self);
+	free(data);
+}
+
+TEST_F(pin_fd, zero_size)
+{
+	self->fd = memfd_with(0, 4 * psize(), NULL);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, read_pins(&self->base));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, 0, 0));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, 0, PIN_FD_TEST_FLAG_WRITE));
+	check_pins(_metadata, self, 0, 0);
+}
+
+TEST_F(pin_fd, bad_args)
+{
+	struct pin_fd_test args = { .size = psize() };
+	size_t ps = psize();
+
+	self->fd = memfd_with(0, 4 * ps, NULL);
+	ASSERT_LE(0, self->fd);
+	args.fd = self->fd;
+	ASSERT_EQ(0, read_pins(&self->base));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 1, ps, 0));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, ps + 1, 0));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, ps, 2));
+	args.reserved = 1;
+	EXPECT_EQ(-EINVAL, pin_args(self, &args));
+	check_pins(_metadata, self, 0, 0);
+
+	/* One set of pins at a time. */
+	pin_check(_metadata, self, self->fd, 0, ps, 0, NULL);
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, ps, ps, 0));
+	unpin_check(_metadata, self);
+}
+
+TEST_F(pin_fd, not_memfd)
+{
+	struct statfs sfs;
+	int pipefd[2];
+
+	ASSERT_EQ(0, read_pins(&self->base));
+	self->fd = open("/proc/self/exe", O_RDONLY);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, fstatfs(self->fd, &sfs));
+	if (sfs.f_type == TMPFS_MAGIC || sfs.f_type == HUGETLBFS_MAGIC)
+		TH_LOG("/proc/self/exe is on tmpfs: not checked");
+	else
+		EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, psize(), 0));
+
+	self->fd2 = eventfd(0, 0);
+	ASSERT_LE(0, self->fd2);
+	EXPECT_EQ(-EINVAL, pin(self, self->fd2, 0, psize(), 0));
+
+	ASSERT_EQ(0, pipe(pipefd));
+	EXPECT_EQ(-EINVAL, pin(self, pipefd[0], 0, psize(), 0));
+	EXPECT_EQ(-EINVAL, pin(self, pipefd[1], 0, psize(), 0));
+	close(pipefd[0]);
+	close(pipefd[1]);
+	check_pins(_metadata, self, 0, 0);
+}
+
+TEST_F(pin_fd, bad_fd)
+{
+	int fd = memfd_create("closed", 0);
+
+	ASSERT_LE(0, fd);
+	ASSERT_EQ(0, close(fd));
+	ASSERT_EQ(0, read_pins(&self->base));
+	EXPECT_EQ(-EBADF, pin(self, fd, 0, psize(), 0));
+	EXPECT_EQ(-EBADF, pin(self, -1, 0, psize(), 0));
+	check_pins(_metadata, self, 0, 0);
+}
+
+TEST_F(pin_fd, write_sealed)
+{
+	static const int seals[] = { F_SEAL_WRITE, F_SEAL_FUTURE_WRITE };
+	size_t size = 4 * psize();
+	char *data = pattern(0, 4);
+	int i, ret, err;
+
+	ASSERT_NE(NULL, data);
+	for (i = 0; i < 2; i++) {
+		self->fd = memfd_with(MFD_ALLOW_SEALING, size, data);
+		ASSERT_LE(0, self->fd);
+		ASSERT_EQ(0, fcntl(self->fd, F_ADD_SEALS, seals[i]));
+		ASSERT_EQ(0, read_pins(&self->base));
+		EXPECT_EQ(-EPERM, pin(self, self->fd, 0, size,
+				      PIN_FD_TEST_FLAG_WRITE));
+		check_pins(_metadata, self, 0, 0);
+		pin_check(_metadata, self, self->fd, 0, size, 0, data);
+		unpin_check(_metadata, self);
+		close(self->fd);
+		self->fd = -1;
+	}
+
+	/* As with pins through a mapping, F_SEAL_WRITE waits for the pins. */
+	self->fd = memfd_with(MFD_ALLOW_SEALING, size, data);
+	ASSERT_LE(0, self->fd);
+	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
+		  data);
+	ret = fcntl(self->fd, F_ADD_SEALS, F_SEAL_WRITE);
+	err = errno;
+	EXPECT_EQ(-1, ret);
+	EXPECT_EQ(EBUSY, err);
+	unpin_check(_metadata, self);
+	EXPECT_EQ(0, fcntl(self->fd, F_ADD_SEALS, F_SEAL_WRITE));
+	free(data);
+}
+
+TEST_F(pin_fd, movable_migrated)
+{
+	size_t size = 16 * MiB, nr = size / psize(), seen, in_movable, i;
+	struct zone_span zones[MAX_ZONES];
+	int nr_zones, pagemap;
+	char *data;
+
+	nr_zones = movable_zones(zones, MAX_ZONES);
+	if (!nr_zones)
+		SKIP(return, "no ZONE_MOVABLE pages (boot with movablecore=)");
+	if (nr_zones > MAX_ZONES)
+		nr_zones = MAX_ZONES;
+	data = pattern(0, nr);
+	ASSERT_NE(NULL, data);
+	self->fd = memfd_with(0, size, NULL);
+	ASSERT_LE(0, self->fd);
+	self->map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			 self->fd, 0);
+	ASSERT_NE(MAP_FAILED, self->map) {
+		self->map = NULL;
+	}
+	self->map_size = size;
+	memcpy(self->map, data, size);
+
+	pagemap = open("/proc/self/pagemap", O_RDONLY);
+	ASSERT_LE(0, pagemap);
+	in_movable = pages_in_zones(self->map, nr, pagemap, zones, nr_zones,
+				    &seen);
+	if (!seen)
+		SKIP(return, "no PFNs in /proc/self/pagemap");
+	if (!in_movable)
+		SKIP(return, "no page landed in ZONE_MOVABLE");
+	TH_LOG("%zu of %zu pages in ZONE_MOVABLE", in_movable, nr);
+
+	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
+		  data);
+	/* The mapping now points at the pages that were migrated and pinned. */
+	EXPECT_EQ(0, pages_in_zones(self->map, nr, pagemap, zones, nr_zones,
+				    &seen));
+	EXPECT_EQ(nr, seen);
+	for (i = 0; i < nr; i++) {
+		self->map[i * psize()] ^= 0xff;
+		data[i * psize()] ^= 0xff;
+	}
+	read_check(_metadata, self, data);
+	unpin_check(_metadata, self);
+	close(pagemap);
+	free(data);
+}
+
+/*
+ * fallocate() leaves shmem folios !uptodate and uncleared until first use;
+ * the pinned pages must read as the file does: zeros. Free pages with stale
+ * data first, for fallocate() to get them back.
+ */
+TEST_F(pin_fd, fallocated)
+{
+	size_t size = 4 * MiB;
+	char *junk = malloc(4 * size);
+
+	ASSERT_NE(NULL, junk);
+	memset(junk, 0x5a, 4 * size);
+	self->fd = memfd_with(0, 4 * size, junk);
+	ASSERT_LE(0, self->fd);
+	close(self->fd);
+	free(junk);
+
+	self->fd = memfd_with(0, 0, NULL);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, fallocate(self->fd, 0, 0, size));
+	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
+		  NULL);
+	unpin_check(_metadata, self);
+}
+
+TEST_HARNESS_MAIN
