@@ -124,10 +124,13 @@ pub fn parse_kconfig(text: &str) -> BTreeMap<String, String> {
             let l = l.trim();
             if let Some(rest) = l.strip_prefix("# ") {
                 let name = rest.strip_suffix(" is not set")?;
-                return name.starts_with("CONFIG_").then(|| (name.to_string(), "n".into()));
+                return name
+                    .starts_with("CONFIG_")
+                    .then(|| (name.to_string(), "n".into()));
             }
             let (k, v) = l.split_once('=')?;
-            k.starts_with("CONFIG_").then(|| (k.to_string(), v.to_string()))
+            k.starts_with("CONFIG_")
+                .then(|| (k.to_string(), v.to_string()))
         })
         .collect()
 }
@@ -191,7 +194,13 @@ fn cc_with_ccache(ctx: &Ctx) -> String {
         .make
         .iter()
         .find_map(|a| a.strip_prefix("LLVM="))
-        .map(|v| if v.starts_with('-') { v.to_string() } else { String::new() })
+        .map(|v| {
+            if v.starts_with('-') {
+                v.to_string()
+            } else {
+                String::new()
+            }
+        })
         .unwrap_or_default();
     format!("ccache clang{suffix}")
 }

@@ -80,8 +80,16 @@ pub fn check(ctx: &Ctx, build_each: bool) -> Result<()> {
         }
     }
 
+    if let Err(e) = write_mboxes(ctx, &ctx.root.join("work/mbox")) {
+        problems.push(format!("mbox: {e:#}"));
+    }
+
     if !problems.is_empty() {
-        bail!("{} problem(s):\n- {}", problems.len(), problems.join("\n- "));
+        bail!(
+            "{} problem(s):\n- {}",
+            problems.len(),
+            problems.join("\n- ")
+        );
     }
     Ok(())
 }
@@ -120,8 +128,15 @@ fn checkpatch_findings(out: &str) -> String {
     let lines: Vec<&str> = out.lines().collect();
     let mut found = Vec::new();
     for (i, l) in lines.iter().enumerate() {
-        if ["ERROR:", "WARNING:", "CHECK:"].iter().any(|p| l.contains(p)) {
-            found.extend(lines[i..(i + 3).min(lines.len())].iter().map(|l| format!("    | {l}")));
+        if ["ERROR:", "WARNING:", "CHECK:"]
+            .iter()
+            .any(|p| l.contains(p))
+        {
+            found.extend(
+                lines[i..(i + 3).min(lines.len())]
+                    .iter()
+                    .map(|l| format!("    | {l}")),
+            );
         }
     }
     found.join("\n")
@@ -151,10 +166,12 @@ pub fn write_mboxes(ctx: &Ctx, dir: &Path) -> Result<()> {
             continue;
         }
         let mut mbox = String::new();
-        for p in &s.patches {
+        let files = std::iter::once(crate::series::COVER_LETTER)
+            .chain(s.patches.iter().map(String::as_str));
+        for (n, p) in files.enumerate() {
             let path = ctx.root.join("patches").join(&s.name).join(p);
             let text = std::fs::read_to_string(&path)?;
-            mbox.push_str(&text);
+            mbox.push_str(&with_thread_headers(&text, &s.change_id, n));
             if !text.ends_with('\n') {
                 mbox.push('\n');
             }
@@ -164,18 +181,66 @@ pub fn write_mboxes(ctx: &Ctx, dir: &Path) -> Result<()> {
         // Prove the mbox is what b4 expects: it must find every patch.
         let out = tempfile::tempdir()?;
         ctx.cmd("b4")
-            .args(["--offline-mode", "am", "--no-parent", "-m"])
+            .args(["--offline-mode", "am", "-m"])
             .arg(&file)
             .arg("-o")
             .arg(out.path())
+            .arg(message_id(&s.change_id, 0))
             .timeout(Duration::from_secs(120))
             .run(&ctx.log(&format!("mbox-b4-am-{}", s.name)))?;
+        let got = std::fs::read_dir(out.path())?
+            .filter_map(|e| e.ok())
+            .find(|e| e.file_name().to_string_lossy().ends_with(".mbx"))
+            .map(|e| std::fs::read_to_string(e.path()))
+            .transpose()?
+            .unwrap_or_default();
+        let applied =
+            got.matches("\nSubject: [PATCH").count() + got.starts_with("Subject:") as usize;
+        if applied != s.patches.len() {
+            bail!(
+                "b4 am found {applied} of the {} patches of {} in {}",
+                s.patches.len(),
+                s.name,
+                file.display()
+            );
+        }
     }
     Ok(())
 }
 
+/// b4-style message-id of message `n` (0 = cover) of a sub-series.
+fn message_id(change_id: &str, n: usize) -> String {
+    let (name, hash) = change_id.rsplit_once('-').unwrap_or((change_id, "0"));
+    format!("{name}-v1-{n}-{hash}@pinfd-series.invalid")
+}
+
+/// Adds Message-ID (and, for patches, In-Reply-To the cover) after the
+/// Subject header, so that b4 and mail clients thread the mbox.
+fn with_thread_headers(mail: &str, change_id: &str, n: usize) -> String {
+    let mut headers = format!("Message-ID: <{}>\n", message_id(change_id, n));
+    if n > 0 {
+        let cover = message_id(change_id, 0);
+        headers.push_str(&format!("In-Reply-To: <{cover}>\nReferences: <{cover}>\n"));
+    }
+    match mail.find("\nSubject: ") {
+        Some(i) => format!("{}\n{headers}{}", &mail[..i], &mail[i + 1..]),
+        None => format!("{headers}{mail}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn mbox_threading() {
+        let mail =
+            "From 0 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\nSubject: [PATCH 1/2] x\n\nbody\n";
+        let out = super::with_thread_headers(mail, "20261121-pin-fd-0123456789ab", 1);
+        assert!(out.contains(
+            "From: A <a@b>\nMessage-ID: <20261121-pin-fd-v1-1-0123456789ab@pinfd-series.invalid>\nIn-Reply-To: <20261121-pin-fd-v1-0-0123456789ab@pinfd-series.invalid>\n"
+        ));
+        assert!(out.ends_with("Subject: [PATCH 1/2] x\n\nbody\n"));
+    }
+
     #[test]
     fn checkpatch_summary() {
         let out = "WARNING: line length of 101 exceeds 100 columns\n#12: FILE: mm/gup.c:3500:\n\ntotal: 0 errors, 1 warnings, 2 checks, 120 lines checked\n";

@@ -158,7 +158,10 @@ impl SeriesToml {
             bail!("base.sha256 must be 64 hex digits, got {:?}", b.sha256);
         }
         if b.commit.len() != 40 || !b.commit.bytes().all(|c| c.is_ascii_hexdigit()) {
-            bail!("base.commit must be a 40-hex git commit, got {:?}", b.commit);
+            bail!(
+                "base.commit must be a 40-hex git commit, got {:?}",
+                b.commit
+            );
         }
         if self.kernel.config.is_empty() {
             bail!("kernel.config must name at least one config fragment");
@@ -181,7 +184,10 @@ impl SeriesToml {
                 bail!("series {:?} is listed twice", s.name);
             }
             if s.change_id.is_empty() || s.subject.is_empty() {
-                bail!("series {:?}: change_id and subject must not be empty", s.name);
+                bail!(
+                    "series {:?}: change_id and subject must not be empty",
+                    s.name
+                );
             }
             let mut patches = HashSet::new();
             for p in &s.patches {
@@ -189,7 +195,11 @@ impl SeriesToml {
                     bail!("series {:?}: list the patches only, not {p}", s.name);
                 }
                 if !p.ends_with(".patch") || p.contains('/') || !patches.insert(p) {
-                    bail!("series {:?}: bad or repeated patch file name {:?}", s.name, p);
+                    bail!(
+                        "series {:?}: bad or repeated patch file name {:?}",
+                        s.name,
+                        p
+                    );
                 }
             }
         }
@@ -199,7 +209,10 @@ impl SeriesToml {
                 bail!("tests.kselftest: name {:?} is used twice", t.name);
             }
             if t.name.contains(char::is_whitespace) || t.name.contains('\'') {
-                bail!("tests.kselftest {:?}: the name must have no spaces or quotes", t.name);
+                bail!(
+                    "tests.kselftest {:?}: the name must have no spaces or quotes",
+                    t.name
+                );
             }
             if t.timeout == 0 {
                 bail!("tests.kselftest {:?}: timeout must be > 0", t.name);
@@ -214,8 +227,7 @@ impl SeriesToml {
 
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-')
 }
 
@@ -304,13 +316,17 @@ timeout = 1200
     fn bad_values_are_rejected() {
         assert!(err(&GOOD.replace("703e369d", "zzzz369d")).contains("sha256"));
         assert!(err(&GOOD.replace("27f69a95", "27f6")).contains("base.commit"));
-        assert!(err(&GOOD.replace("prerequisites = [\"mm\"]", "prerequisites = [\"dma-buf\"]"))
-            .contains("prerequisite \"dma-buf\""));
+        assert!(
+            err(&GOOD.replace("prerequisites = [\"mm\"]", "prerequisites = [\"dma-buf\"]"))
+                .contains("prerequisite \"dma-buf\"")
+        );
         assert!(err(&GOOD.replace("name = \"net\"", "name = \"mm\"")).contains("twice"));
         assert!(err(&GOOD.replace("name = \"net\"", "name = \"Net!\"")).contains("[a-z0-9-]"));
         assert!(err(&GOOD.replace("0001-a.patch", "../x.patch")).contains("patch file name"));
-        assert!(err(&GOOD.replace("cmd = \"./gup_test -a\"", "cmd = \"x\"\ntimeout = 0"))
-            .contains("timeout"));
+        assert!(
+            err(&GOOD.replace("cmd = \"./gup_test -a\"", "cmd = \"x\"\ntimeout = 0"))
+                .contains("timeout")
+        );
     }
 
     #[test]

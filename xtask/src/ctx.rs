@@ -28,9 +28,8 @@ impl Ctx {
         };
         std::fs::create_dir_all(&cache)
             .with_context(|| format!("cannot create cache directory {}", cache.display()))?;
-        let jobs = jobs.unwrap_or_else(|| {
-            std::thread::available_parallelism().map_or(2, |n| n.get()) + 1
-        });
+        let jobs =
+            jobs.unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get()) + 1);
         Ok(Ctx {
             root,
             cache,

@@ -56,7 +56,11 @@ pub fn fetch(ctx: &Ctx, from_git: Option<(&Path, &str)>) -> Result<String> {
         .run(&ctx.log("fetch-dpkg"))?;
     let tarball = tmp.join("deb").join(&ctx.cfg.base.tarball);
     if !tarball.exists() {
-        bail!("{} has no {}: is base.tarball right?", deb.display(), ctx.cfg.base.tarball);
+        bail!(
+            "{} has no {}: is base.tarball right?",
+            deb.display(),
+            ctx.cfg.base.tarball
+        );
     }
     Cmd::new("tar")
         .args(["-xf"])
@@ -114,7 +118,9 @@ fn fetch_from_checkout(ctx: &Ctx, path: &Path, git_ref: &str) -> Result<String> 
         .with_context(|| format!("no kernel checkout at {}", path.display()))?;
     if !repo.join(".git").exists() {
         std::fs::create_dir_all(&repo)?;
-        ctx.git(&repo).args(["init", "-q", "-b", "base"]).run(&ctx.log("fetch-git-init"))?;
+        ctx.git(&repo)
+            .args(["init", "-q", "-b", "base"])
+            .run(&ctx.log("fetch-git-init"))?;
     }
     ctx.git(&repo)
         .args(["fetch", "--no-tags", "--depth", "1"])
@@ -229,7 +235,10 @@ fn only_dir(dir: &Path, except: &str) -> Result<PathBuf> {
         .collect();
     match dirs.as_slice() {
         [one] => Ok(one.clone()),
-        _ => bail!("expected one top directory in the tarball, found {}", dirs.len()),
+        _ => bail!(
+            "expected one top directory in the tarball, found {}",
+            dirs.len()
+        ),
     }
 }
 

@@ -138,7 +138,11 @@ fn run(cli: Cli) -> Result<()> {
         Command::Vm => {
             let out = ctx.build_dir("default");
             let run = r.stage("vm", || {
-                vm::run(&ctx, &out.join("arch/x86/boot/bzImage"), &out.join("kselftest_install"))
+                vm::run(
+                    &ctx,
+                    &out.join("arch/x86/boot/bzImage"),
+                    &out.join("kselftest_install"),
+                )
             })?;
             return r.finish(&ctx, Some(&run));
         }

@@ -171,7 +171,9 @@ impl Cmd {
         for (k, v) in &self.env {
             expr = expr.env(k, v);
         }
-        let out = expr.run().with_context(|| format!("cannot start `{what}`"))?;
+        let out = expr
+            .run()
+            .with_context(|| format!("cannot start `{what}`"))?;
         if !out.status.success() {
             bail!(
                 "`{what}` failed: {}",
@@ -280,7 +282,13 @@ fn select_error_lines(text: &str) -> String {
     } else {
         let mut seen = std::collections::BTreeSet::new();
         picked.retain(|i| seen.insert(*i));
-        picked.iter().rev().take(30).rev().map(|&i| lines[i]).collect()
+        picked
+            .iter()
+            .rev()
+            .take(30)
+            .rev()
+            .map(|&i| lines[i])
+            .collect()
     };
     chosen
         .iter()
@@ -313,7 +321,10 @@ mod tests {
     fn run_logs_and_times_out() {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("x.log");
-        Cmd::new("sh").args(["-c", "echo hello; echo oops >&2"]).run(&log).unwrap();
+        Cmd::new("sh")
+            .args(["-c", "echo hello; echo oops >&2"])
+            .run(&log)
+            .unwrap();
         let text = std::fs::read_to_string(&log).unwrap();
         assert!(text.starts_with("$ sh -c 'echo hello; echo oops >&2'"));
         assert!(text.contains("hello") && text.contains("oops"));

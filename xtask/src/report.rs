@@ -47,7 +47,10 @@ impl Report {
                 "crashes": run.crashes,
                 "problems": run.problems,
             });
-            std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&json)?)?;
+            std::fs::write(
+                dir.join("report.json"),
+                serde_json::to_string_pretty(&json)?,
+            )?;
             if !run.problems.is_empty() {
                 bail!(
                     "{} problem(s) in the guest run (raw logs in {}):\n  - {}",
@@ -68,7 +71,12 @@ impl Report {
         }
         let Some(run) = run else { return s };
         let rows = run.rows();
-        let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(10).max(10);
+        let w = rows
+            .iter()
+            .map(|r| r.name.len())
+            .max()
+            .unwrap_or(10)
+            .max(10);
         let _ = writeln!(
             s,
             "\n{:<9} {:<w$} {:>5} {:>5} {:>5} {:>6} {:>15}  result",
@@ -108,7 +116,11 @@ impl Report {
         let _ = writeln!(
             s,
             "{}: {} passed, {} failed, {} skipped",
-            if run.problems.is_empty() { "PASS" } else { "FAIL" },
+            if run.problems.is_empty() {
+                "PASS"
+            } else {
+                "FAIL"
+            },
             total.pass,
             total.fail,
             total.skip

@@ -61,7 +61,11 @@ pub fn parse_cover(msg: &str) -> Option<(String, String, String)> {
     let v: serde_json::Value = serde_json::from_str(json).ok()?;
     let change_id = v["series"]["change-id"].as_str()?.to_string();
     let (subject, body) = text.split_once('\n').unwrap_or((text, ""));
-    Some((subject.trim().to_string(), body.trim().to_string(), change_id))
+    Some((
+        subject.trim().to_string(),
+        body.trim().to_string(),
+        change_id,
+    ))
 }
 
 /// Applies patches/ on the base in the scratch worktree, one sub-series after
@@ -70,7 +74,9 @@ pub fn apply(ctx: &Ctx) -> Result<String> {
     let tree = ctx.apply_tree();
     let repo = ctx.repo();
     if !tree.join(".git").exists() {
-        ctx.git(&repo).args(["worktree", "prune"]).run(&ctx.log("apply-prune"))?;
+        ctx.git(&repo)
+            .args(["worktree", "prune"])
+            .run(&ctx.log("apply-prune"))?;
         ctx.git(&repo)
             .args(["worktree", "add", "-f", "--detach"])
             .arg(&tree)
@@ -98,8 +104,7 @@ pub fn apply(ctx: &Ctx) -> Result<String> {
                 );
             }
             let log = ctx.log("apply-git-am");
-            if let Err(e) = committer(git(&["am", "-q", "-3", "--keep-cr"]).arg(&path)).run(&log)
-            {
+            if let Err(e) = committer(git(&["am", "-q", "-3", "--keep-cr"]).arg(&path)).run(&log) {
                 let _ = git(&["am", "--abort"]).output();
                 let text = std::fs::read_to_string(&log).unwrap_or_default();
                 bail!(
@@ -161,7 +166,9 @@ pub fn tree(ctx: &Ctx, reset: bool) -> Result<PathBuf> {
         std::fs::remove_dir_all(&edit)?;
     }
     let head = apply(ctx)?;
-    ctx.git(&ctx.repo()).args(["worktree", "prune"]).run(&ctx.log("tree-prune"))?;
+    ctx.git(&ctx.repo())
+        .args(["worktree", "prune"])
+        .run(&ctx.log("tree-prune"))?;
     // Each clone has its own branch name, so several clones can share the cache.
     let branch = format!("series-{}", short_hash(&ctx.root.to_string_lossy()));
     ctx.git(&ctx.repo())
@@ -183,11 +190,20 @@ fn short_hash(s: &str) -> String {
 pub fn worktree_head(ctx: &Ctx) -> Result<String> {
     let edit = ctx.edit_tree();
     if !edit.join(".git").exists() {
-        bail!("no worktree at {}: run `cargo xtask tree` first", edit.display());
+        bail!(
+            "no worktree at {}: run `cargo xtask tree` first",
+            edit.display()
+        );
     }
-    let dirty = ctx.git(&edit).args(["status", "--porcelain", "--untracked-files=no"]).output()?;
+    let dirty = ctx
+        .git(&edit)
+        .args(["status", "--porcelain", "--untracked-files=no"])
+        .output()?;
     if !dirty.is_empty() {
-        eprintln!("  note: uncommitted changes in {} are not built", edit.display());
+        eprintln!(
+            "  note: uncommitted changes in {} are not built",
+            edit.display()
+        );
     }
     ctx.git(&edit).args(["rev-parse", "HEAD"]).output()
 }
@@ -222,7 +238,10 @@ fn commits(ctx: &Ctx, tree: &Path) -> Result<Vec<Commit>> {
         .output()?;
     list.lines()
         .map(|hash| {
-            let message = ctx.git(tree).args(["log", "-1", "--format=%B", hash]).output()?;
+            let message = ctx
+                .git(tree)
+                .args(["log", "-1", "--format=%B", hash])
+                .output()?;
             let files = ctx
                 .git(tree)
                 .args(["diff-tree", "--no-commit-id", "--name-only", "-r", hash])
@@ -241,7 +260,10 @@ fn commits(ctx: &Ctx, tree: &Path) -> Result<Vec<Commit>> {
 pub fn export(ctx: &Ctx) -> Result<()> {
     let edit = ctx.edit_tree();
     if !edit.join(".git").exists() {
-        bail!("no worktree at {}: run `cargo xtask tree` first", edit.display());
+        bail!(
+            "no worktree at {}: run `cargo xtask tree` first",
+            edit.display()
+        );
     }
     ensure_clean(ctx, &edit)?;
     let commits = commits(ctx, &edit)?;
@@ -352,7 +374,10 @@ fn format_patches(
         .collect();
     let cover_file = tmp.path().join(COVER_LETTER);
     let letter = std::fs::read_to_string(&cover_file)?;
-    let date = ctx.git(tree).args(["log", "-1", "--format=%aD", &last.hash]).output()?;
+    let date = ctx
+        .git(tree)
+        .args(["log", "-1", "--format=%aD", &last.hash])
+        .output()?;
     let letter = fill_cover_letter(&letter, &subject, &body, &s.change_id, &prereq_ids, &date);
     std::fs::write(&cover_file, letter)?;
     if out_dir.exists() {
@@ -409,7 +434,14 @@ pub fn fill_cover_letter(
 pub fn new_files(ctx: &Ctx, tree: &Path, rev: &str) -> Result<Vec<String>> {
     let out = ctx
         .git(tree)
-        .args(["diff", "--name-only", "--diff-filter=A", "--no-renames", BASE_TAG, rev])
+        .args([
+            "diff",
+            "--name-only",
+            "--diff-filter=A",
+            "--no-renames",
+            BASE_TAG,
+            rev,
+        ])
         .output()?;
     Ok(out.lines().map(str::to_string).collect())
 }
@@ -461,10 +493,17 @@ pub fn exported_mismatches(ctx: &Ctx, tree: &Path, rev: &str) -> Result<Vec<Stri
     let have = exported_files(ctx)?;
     let mut problems = Vec::new();
     for f in &new {
-        if !f.split('/').next().is_some_and(|top| KERNEL_DIRS.contains(&top)) {
+        if !f
+            .split('/')
+            .next()
+            .is_some_and(|top| KERNEL_DIRS.contains(&top))
+        {
             continue;
         }
-        let want = ctx.git(tree).args(["show", &format!("{rev}:{f}")]).output()?;
+        let want = ctx
+            .git(tree)
+            .args(["show", &format!("{rev}:{f}")])
+            .output()?;
         match std::fs::read_to_string(ctx.root.join(f)) {
             Ok(got) if got.trim_end() == want.trim_end() => {}
             Ok(_) => problems.push(format!("{f}: differs from the patches")),
@@ -531,7 +570,10 @@ mod tests {
         let out = "Applying: mm/gup: add pin_user_pages_fd()\nerror: patch failed: mm/gup.c:3512\nerror: mm/gup.c: patch does not apply\nPatch failed at 0001 mm/gup: add pin_user_pages_fd()\n";
         assert_eq!(conflicting_files(out).as_deref(), Some("mm/gup.c"));
         let out = "CONFLICT (content): Merge conflict in include/linux/mm.h\n";
-        assert_eq!(conflicting_files(out).as_deref(), Some("include/linux/mm.h"));
+        assert_eq!(
+            conflicting_files(out).as_deref(),
+            Some("include/linux/mm.h")
+        );
         assert_eq!(conflicting_files("Applying: x\n"), None);
     }
 }

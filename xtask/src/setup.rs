@@ -88,7 +88,10 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
     }
 
     let bindgen = ctx.tools_bin().join("bindgen");
-    let have = Cmd::new(&bindgen).arg("--version").output().unwrap_or_default();
+    let have = Cmd::new(&bindgen)
+        .arg("--version")
+        .output()
+        .unwrap_or_default();
     if !have.ends_with(&format!(" {BINDGEN_VERSION}")) {
         eprintln!("  installing bindgen-cli {BINDGEN_VERSION} (takes a few minutes)");
         Cmd::new("cargo")
@@ -140,11 +143,22 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
 fn missing_debs() -> Result<Vec<String>> {
     if !is_debian() {
         // Not Debian: check the commands instead of packages.
-        let missing = ["clang-19", "ld.lld-19", "qemu-system-x86_64", "flex", "bison"]
-            .iter()
-            .filter(|t| Cmd::new("sh").args(["-c", &format!("command -v {t}")]).output().is_err())
-            .map(|t| t.to_string())
-            .collect();
+        let missing = [
+            "clang-19",
+            "ld.lld-19",
+            "qemu-system-x86_64",
+            "flex",
+            "bison",
+        ]
+        .iter()
+        .filter(|t| {
+            Cmd::new("sh")
+                .args(["-c", &format!("command -v {t}")])
+                .output()
+                .is_err()
+        })
+        .map(|t| t.to_string())
+        .collect();
         return Ok(missing);
     }
     let args = ["-W", "-f=${Package} ${db:Status-Status}\n"]
@@ -168,7 +182,11 @@ fn is_debian() -> bool {
 }
 
 fn is_root() -> bool {
-    Cmd::new("id").arg("-u").output().map(|s| s == "0").unwrap_or(false)
+    Cmd::new("id")
+        .arg("-u")
+        .output()
+        .map(|s| s == "0")
+        .unwrap_or(false)
 }
 
 fn parse_rustc_version(s: &str) -> Option<(u32, u32)> {

@@ -38,7 +38,10 @@ pub struct VmRun {
 /// results (see `VmRun::problems`), only when the guest cannot run at all.
 pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
     if !bzimage.exists() {
-        bail!("no kernel at {}: run `cargo xtask build` first", bzimage.display());
+        bail!(
+            "no kernel at {}: run `cargo xtask build` first",
+            bzimage.display()
+        );
     }
     let out = ctx.root.join("work/vm");
     if out.exists() {
@@ -47,7 +50,10 @@ pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
     std::fs::create_dir_all(&out)?;
     let out = out.canonicalize()?;
     let script = out.join("guest.sh");
-    std::fs::write(&script, guest_script(&out, kselftests, &ctx.cfg.tests.kselftest))?;
+    std::fs::write(
+        &script,
+        guest_script(&out, kselftests, &ctx.cfg.tests.kselftest),
+    )?;
 
     let kvm = kvm_works(ctx, bzimage, &out);
     eprintln!(
@@ -109,7 +115,13 @@ pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
     for t in kselftests.iter().chain(&kunit) {
         for (path, f) in t.failures() {
             let path = path.trim_start_matches("selftests: ").to_string();
-            match ctx.cfg.tests.known_failure.iter().position(|k| k.matches(&path)) {
+            match ctx
+                .cfg
+                .tests
+                .known_failure
+                .iter()
+                .position(|k| k.matches(&path))
+            {
                 Some(i) => {
                     known_seen[i] = true;
                     known.push((path, ctx.cfg.tests.known_failure[i].reason.clone()));
@@ -253,7 +265,11 @@ pub fn parse_stats(tsv: &str) -> Vec<TestStat> {
             let mut f = l.split('\t');
             let name = f.next()?.to_string();
             let secs = f.next()?.trim().parse().ok()?;
-            let mut p = f.next().unwrap_or("").split_whitespace().map(str::parse::<u64>);
+            let mut p = f
+                .next()
+                .unwrap_or("")
+                .split_whitespace()
+                .map(str::parse::<u64>);
             let pins = match (p.next(), p.next()) {
                 (Some(Ok(a)), Some(Ok(r))) => Some((a, r)),
                 _ => None,
@@ -332,7 +348,11 @@ impl VmRun {
     fn verdict(&self, t: &Test) -> &'static str {
         let failures = t.failures();
         if failures.is_empty() && !t.outcome.is_failure() {
-            return if t.outcome == ktap::Outcome::Skip { "SKIP" } else { "ok" };
+            return if t.outcome == ktap::Outcome::Skip {
+                "SKIP"
+            } else {
+                "ok"
+            };
         }
         let known = |p: &str| {
             let p = p.trim_start_matches("selftests: ");
