@@ -19,6 +19,9 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <sys/vfs.h>
+#include <sys/wait.h>
+#include <signal.h>
+#include <time.h>
 #include <asm-generic/hugetlb_encode.h>
 #include <linux/magic.h>
 #include <mm/gup_test.h>
@@ -712,6 +715,62 @@ TEST_F(pin_fd, fallocated)
 	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
 		  NULL);
 	unpin_check(_metadata, self);
+}
+
+/*
+ * Pins race with truncation and hole punching of the same memfd for two
+ * seconds: every pin either holds the whole range or fails cleanly, and no
+ * pin is left behind.
+ */
+TEST_F(pin_fd, truncate_race)
+{
+	size_t ps = psize(), size = 512 * ps;
+	unsigned long pinned = 0, refused = 0;
+	struct pins before, after;
+	time_t stop;
+	pid_t child;
+	int status;
+
+	self->fd = memfd_with(0, size, NULL);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, read_pins(&before));
+
+	child = fork();
+	ASSERT_LE(0, child);
+	if (!child) {
+		/* Shrink, regrow, punch and refill the file until killed. */
+		for (unsigned int i = 0;; i++) {
+			off_t off = (i * 37 % 512) * ps;
+
+			if (ftruncate(self->fd, i % 3 ? size : 0) ||
+			    fallocate(self->fd, FALLOC_FL_PUNCH_HOLE |
+				      FALLOC_FL_KEEP_SIZE, off, 16 * ps) < 0 ||
+			    pwrite(self->fd, "x", 1, off) != 1)
+				continue;
+		}
+	}
+
+	stop = time(NULL) + 2;
+	while (time(NULL) < stop) {
+		int ret = pin(self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE);
+
+		if (ret == -EINVAL) {
+			refused++;
+			continue;
+		}
+		ASSERT_EQ(0, ret);
+		pinned++;
+		ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	}
+	kill(child, SIGKILL);
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	TH_LOG("%lu pins held the whole range, %lu refused past EOF", pinned,
+	       refused);
+	EXPECT_LT(0, pinned);
+
+	ASSERT_EQ(0, read_pins(&after));
+	EXPECT_EQ(after.acquired - before.acquired,
+		  after.released - before.released);
 }
 
 TEST_HARNESS_MAIN
