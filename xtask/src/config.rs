@@ -232,8 +232,12 @@ fn valid_name(s: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
+
+    pub(crate) fn good() -> SeriesToml {
+        SeriesToml::parse(GOOD).unwrap()
+    }
 
     pub(crate) const GOOD: &str = r#"
 [base]

@@ -83,11 +83,10 @@ pub fn fetch(ctx: &Ctx, from_git: Option<(&Path, &str)>) -> Result<String> {
     git(&["config", "gc.auto", "0"], "fetch-git-config")?;
     // -f: take the tarball exactly, including files its .gitignore names.
     git(&["add", "-A", "-f", "."], "fetch-git-add")?;
-    let msg = format!(
-        "{} ({} {})",
-        ctx.cfg.base.name, ctx.cfg.base.package, ctx.cfg.base.version
-    );
-    git(&["commit", "-q", "-m", &msg], "fetch-git-commit")?;
+    git(
+        &["commit", "-q", "-m", &base_message(&ctx.cfg.base)],
+        "fetch-git-commit",
+    )?;
     git(&["tag", BASE_TAG], "fetch-git-tag")?;
     let have = ctx.git(&src).args(["rev-parse", "HEAD"]).output()?;
     if &have != want {
@@ -102,6 +101,11 @@ pub fn fetch(ctx: &Ctx, from_git: Option<(&Path, &str)>) -> Result<String> {
     std::fs::rename(&src, &repo)?;
     std::fs::remove_dir_all(&tmp)?;
     Ok(have)
+}
+
+/// The base commit's message; part of what makes its hash.
+fn base_message(b: &crate::config::Base) -> String {
+    format!("{} (Debian {} {})", b.name, b.package, b.version)
 }
 
 /// The base commit of the cache repository.
@@ -244,6 +248,16 @@ fn only_dir(dir: &Path, except: &str) -> Result<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn base_message_is_the_pinned_one() {
+        // series.toml's base.commit was made with exactly this message.
+        let cfg = crate::config::tests::good();
+        assert_eq!(
+            super::base_message(&cfg.base),
+            "Linux 7.3.4 (Debian linux-source-7.3 7.3.4-1~bpo13+1)"
+        );
+    }
+
     #[test]
     fn sha256_of_known_input() {
         let dir = tempfile::tempdir().unwrap();
