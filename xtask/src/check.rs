@@ -33,7 +33,8 @@ pub fn check(ctx: &Ctx, build_each: bool) -> Result<()> {
 
     let commits = patch_commits(ctx, &tree)?;
     eprintln!("  {} patch(es) in the series", commits.len());
-    for (hash, subject) in &commits {
+    for c in &commits {
+        let (hash, subject) = (&c.hash, c.subject());
         let out = ctx
             .cmd(tree.join("scripts/checkpatch.pl"))
             .dir(&tree)
@@ -70,9 +71,10 @@ pub fn check(ctx: &Ctx, build_each: bool) -> Result<()> {
     }
 
     if build_each {
-        for (hash, subject) in &commits {
+        for c in &commits {
+            let subject = c.subject();
             eprintln!("  building \"{subject}\" on its own");
-            build::sync_build_tree(ctx, hash)?;
+            build::sync_build_tree(ctx, &c.hash)?;
             build::configure(ctx, "default", &[])?;
             if let Err(e) = build::build(ctx, "default") {
                 problems.push(format!("\"{subject}\" does not build on its own: {e:#}"));
@@ -94,24 +96,10 @@ pub fn check(ctx: &Ctx, build_each: bool) -> Result<()> {
     Ok(())
 }
 
-/// The non-cover commits of the applied series: (hash, subject).
-fn patch_commits(ctx: &Ctx, tree: &Path) -> Result<Vec<(String, String)>> {
-    let out = ctx
-        .git(tree)
-        .args(["log", "--reverse", "--format=%H %s"])
-        .arg(format!("{BASE_TAG}..HEAD"))
-        .output()?;
-    let mut commits = Vec::new();
-    for l in out.lines() {
-        let (hash, subject) = l.split_once(' ').unwrap_or((l, ""));
-        let files = ctx
-            .git(tree)
-            .args(["diff-tree", "--no-commit-id", "--name-only", "-r", hash])
-            .output()?;
-        if !files.is_empty() {
-            commits.push((hash.to_string(), subject.to_string()));
-        }
-    }
+/// The non-cover commits of the applied series.
+fn patch_commits(ctx: &Ctx, tree: &Path) -> Result<Vec<series::Commit>> {
+    let mut commits = series::commits(ctx, tree)?;
+    commits.retain(|c| !c.empty);
     Ok(commits)
 }
 

@@ -223,14 +223,22 @@ pub fn ensure_clean(ctx: &Ctx, tree: &Path) -> Result<()> {
     Ok(())
 }
 
-/// One commit of the edit worktree's history.
-struct Commit {
-    hash: String,
-    message: String,
-    empty: bool,
+/// One commit of a worktree's history since the base.
+pub struct Commit {
+    pub hash: String,
+    pub message: String,
+    /// True for cover commits: they change no file.
+    pub empty: bool,
 }
 
-fn commits(ctx: &Ctx, tree: &Path) -> Result<Vec<Commit>> {
+impl Commit {
+    pub fn subject(&self) -> &str {
+        self.message.lines().next().unwrap_or("")
+    }
+}
+
+/// The commits from the base to HEAD of `tree`, oldest first.
+pub fn commits(ctx: &Ctx, tree: &Path) -> Result<Vec<Commit>> {
     let list = ctx
         .git(tree)
         .args(["rev-list", "--reverse", "--first-parent"])
