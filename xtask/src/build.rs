@@ -37,7 +37,23 @@ pub fn make_args(ctx: &Ctx, out: &Path) -> Vec<String> {
 
 /// Writes `.config` from tinyconfig + the fragments, only when it changes,
 /// and fails if an option the fragments set did not survive olddefconfig.
-pub fn configure(ctx: &Ctx, profile: &str, extra_fragments: &[PathBuf]) -> Result<()> {
+/// What `configure` accepts when an option of the fragments is not in the
+/// resulting .config.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Dropped {
+    /// Nothing: every option must come out as asked.
+    Refuse,
+    /// Options no Kconfig file of the tree defines (yet): a patch built on
+    /// its own comes before the patch that adds them.
+    AllowUndefined,
+}
+
+pub fn configure(
+    ctx: &Ctx,
+    profile: &str,
+    extra_fragments: &[PathBuf],
+    dropped_ok: Dropped,
+) -> Result<()> {
     let out = ctx.build_dir(profile);
     let scratch = ctx.cache.join("build").join(format!("{profile}-config"));
     std::fs::create_dir_all(&out)?;
@@ -95,6 +111,7 @@ pub fn configure(ctx: &Ctx, profile: &str, extra_fragments: &[PathBuf]) -> Resul
     let dropped: Vec<String> = wanted
         .iter()
         .filter(|(k, v)| have.get(*k).map_or("n", String::as_str) != v.as_str())
+        .filter(|(k, _)| dropped_ok == Dropped::Refuse || kconfig_defines(ctx, &tree, k))
         .map(|(k, v)| format!("{k}={v} (got {})", have.get(k).map_or("n", String::as_str)))
         .collect();
     if !dropped.is_empty() {
@@ -115,6 +132,19 @@ pub fn configure(ctx: &Ctx, profile: &str, extra_fragments: &[PathBuf]) -> Resul
     }
     std::fs::write(key_file, key)?;
     Ok(())
+}
+
+/// Whether a Kconfig file of the checked-out tree defines `CONFIG_<name>`.
+fn kconfig_defines(ctx: &Ctx, tree: &Path, option: &str) -> bool {
+    let name = option.strip_prefix("CONFIG_").unwrap_or(option);
+    ctx.git(tree)
+        .args(["grep", "-q", "-E"])
+        .arg(format!(
+            "^[[:space:]]*(menu)?config[[:space:]]+{name}[[:space:]]*$"
+        ))
+        .args(["--", "*Kconfig*"])
+        .output()
+        .is_ok()
 }
 
 /// `CONFIG_X=value` and `# CONFIG_X is not set` (as `n`) of a config file.
@@ -141,20 +171,39 @@ pub fn build(ctx: &Ctx, profile: &str) -> Result<Built> {
     let out = ctx.build_dir(profile);
     let ccache = ctx.cache.join("ccache");
     std::fs::create_dir_all(&ccache)?;
+    let kernel_make = || {
+        ctx.cmd("make")
+            .dir(&tree)
+            .arg(format!("-j{}", ctx.jobs))
+            .args(make_args(ctx, &out))
+            .arg(format!("CC={}", cc_with_ccache(ctx)))
+            .env("CCACHE_DIR", &ccache)
+            .env("CCACHE_MAXSIZE", "8G")
+            .env("CCACHE_SLOPPINESS", "time_macros")
+    };
     let log = ctx.log("build-kernel");
     eprintln!("  make -j{} (full log: {})", ctx.jobs, log.display());
-    ctx.cmd("make")
-        .dir(&tree)
-        .arg(format!("-j{}", ctx.jobs))
-        .args(make_args(ctx, &out))
-        .arg(format!("CC={}", cc_with_ccache(ctx)))
-        .env("CCACHE_DIR", &ccache)
-        .env("CCACHE_MAXSIZE", "8G")
-        .env("CCACHE_SLOPPINESS", "time_macros")
+    kernel_make()
         .timeout(Duration::from_secs(120 * 60))
         .run(&log)
         .context("kernel build failed")?;
-    let warnings = series_warnings(ctx, &log)?;
+    let touched = ctx
+        .git(&tree)
+        .args(["diff", "--name-only", BASE_TAG, "HEAD"])
+        .output()?;
+    let touched: Vec<&str> = touched.lines().collect();
+    let mut warnings = warnings_in(&std::fs::read_to_string(&log)?, &touched);
+
+    if touched.iter().any(|f| f.ends_with(".rs")) {
+        let doc_log = ctx.log("build-rustdoc");
+        eprintln!("  rustdoc (full log: {})", doc_log.display());
+        kernel_make()
+            .arg("rustdoc")
+            .timeout(Duration::from_secs(30 * 60))
+            .run(&doc_log)
+            .context("rustdoc failed")?;
+        warnings.extend(warnings_in(&std::fs::read_to_string(&doc_log)?, &touched));
+    }
 
     let hdr_log = ctx.log("build-headers");
     ctx.cmd("make")
@@ -205,18 +254,9 @@ fn cc_with_ccache(ctx: &Ctx) -> String {
     format!("ccache clang{suffix}")
 }
 
-/// Warnings (C or Rust, clippy included) that point into files the series
-/// changes. The base's own warnings are not ours to fix.
-fn series_warnings(ctx: &Ctx, log: &Path) -> Result<Vec<String>> {
-    let touched = ctx
-        .git(&ctx.repo())
-        .args(["diff", "--name-only", BASE_TAG, "HEAD"])
-        .output()?;
-    let touched: Vec<&str> = touched.lines().collect();
-    let text = std::fs::read_to_string(log)?;
-    Ok(warnings_in(&text, &touched))
-}
-
+/// Warnings (C or Rust, clippy and rustdoc included) that point into
+/// `files`, the files the series changes: the base's own warnings are not
+/// ours to fix.
 pub fn warnings_in(log: &str, files: &[&str]) -> Vec<String> {
     let lines: Vec<&str> = log.lines().collect();
     let mut found = Vec::new();
@@ -270,5 +310,19 @@ warning: old lint
         assert_eq!(w.len(), 2, "{w:?}");
         assert!(w[0].contains("unused variable"));
         assert!(w[1].contains("safety comment"));
+    }
+
+    #[test]
+    fn rustdoc_warnings() {
+        let log = "\
+  RUSTDOC   /c/linux/rust/kernel/lib.rs
+warning: unresolved link to `Folio::pin`
+   --> /c/linux/rust/kernel/mm/folio.rs:21:9
+    |
+21  | /// [`Folio::pin`]
+";
+        let w = warnings_in(log, &["rust/kernel/mm/folio.rs"]);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(w[0].contains("unresolved link"));
     }
 }

@@ -75,9 +75,14 @@ pub fn check(ctx: &Ctx, build_each: bool) -> Result<()> {
             let subject = c.subject();
             eprintln!("  building \"{subject}\" on its own");
             build::sync_build_tree(ctx, &c.hash)?;
-            build::configure(ctx, "default", &[])?;
-            if let Err(e) = build::build(ctx, "default") {
-                problems.push(format!("\"{subject}\" does not build on its own: {e:#}"));
+            build::configure(ctx, "default", &[], build::Dropped::AllowUndefined)?;
+            match build::build(ctx, "default") {
+                Err(e) => problems.push(format!("\"{subject}\" does not build on its own: {e:#}")),
+                Ok(built) if !built.warnings.is_empty() => problems.push(format!(
+                    "\"{subject}\" builds with warnings:\n  {}",
+                    built.warnings.join("\n  ")
+                )),
+                Ok(_) => {}
             }
         }
     }

@@ -198,7 +198,7 @@ fn build_stage(ctx: &Ctx, r: &mut Report, head: Option<String>) -> Result<build:
     };
     r.stage("configure", || {
         build::sync_build_tree(ctx, &head)?;
-        build::configure(ctx, "default", &[])
+        build::configure(ctx, "default", &[], build::Dropped::Refuse)
     })?;
     let built = r.stage("build", || build::build(ctx, "default"))?;
     if !built.warnings.is_empty() {
