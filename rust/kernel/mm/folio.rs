@@ -7,7 +7,8 @@
 //! module only offers the queries needed to reason about pinned pages; it does not own folios or
 //! expose their reference counts.
 //!
-//! C header: [`include/linux/mm.h`](srctree/include/linux/mm.h)
+//! C headers: [`include/linux/mm.h`](srctree/include/linux/mm.h),
+//! [`include/linux/mm_types.h`](srctree/include/linux/mm_types.h)
 
 use crate::{
     bindings,
@@ -16,23 +17,24 @@ use crate::{
 
 /// A wrapper for the kernel's `struct folio`.
 ///
-/// Values of this type are only ever used by reference: a `&Folio` is obtained from a page that
-/// is kept alive by its owner, for example with [`Page::folio`].
+/// Values of this type are only ever used by reference: a `&Folio` is lent by the owner of a pin
+/// on the folio, for example with [`PinnedPages::folio`].
 ///
 /// # Invariants
 ///
 /// For the lifetime of a `&Folio`, the folio is valid and is neither freed nor split.
 ///
-/// [`Page::folio`]: crate::page::Page::folio
+/// [`PinnedPages::folio`]: crate::mm::gup::PinnedPages::folio
 #[repr(transparent)]
 pub struct Folio {
     folio: Opaque<bindings::folio>,
 }
 
-// SAFETY: The queries on `Folio` read atomic state of the folio and can run on any thread.
+// SAFETY: A `Folio` is only used by reference, and its queries have no thread affinity.
 unsafe impl Send for Folio {}
 
-// SAFETY: The queries on `Folio` read atomic state of the folio and can run in parallel.
+// SAFETY: The queries on `Folio` only read the state of the folio, atomically, so they can run in
+// parallel.
 unsafe impl Sync for Folio {}
 
 impl Folio {
@@ -83,6 +85,7 @@ impl Folio {
     /// (`folio_is_longterm_pinnable()`).
     ///
     /// Folios in `ZONE_MOVABLE` or in a CMA area are not: a long-term pin migrates them first.
+    /// Neither are fsdax and coherent device memory, which long-term pins refuse.
     #[inline]
     pub fn is_longterm_pinnable(&self) -> bool {
         // SAFETY: By the type invariants, the folio is valid.

@@ -14,18 +14,12 @@
 //!     srctree/Documentation/core-api/pin_user_pages.rst
 
 use crate::{
-    alloc::{
-        flags::GFP_KERNEL,
-        KVVec, //
-    },
     bindings,
-    error::{
-        code::*,
-        Error,
-        Result, //
-    },
     fs::File,
-    mm::MmapReadGuard,
+    mm::{
+        folio::Folio,
+        MmapReadGuard, //
+    },
     page::{
         AsPageIter,
         BorrowedPage, //
@@ -89,17 +83,16 @@ impl BitOr for Flags {
 }
 
 mod private {
-    pub trait Sealed {}
+    pub trait Sealed {
+        /// The GUP flags that select this kind of pin.
+        const GUP_FLAGS: u32;
+    }
 }
 
 /// How long pins are held: the type parameter of [`PinnedPages`].
 ///
 /// This trait is sealed: [`LongTerm`] and [`ShortTerm`] are its only implementations.
-pub trait PinTerm: private::Sealed {
-    /// The GUP flags that select this kind of pin.
-    #[doc(hidden)]
-    const GUP_FLAGS: u32;
-}
+pub trait PinTerm: private::Sealed {}
 
 /// Long-term pins (`FOLL_LONGTERM`): held for as long as the holder decides, for example while a
 /// device may access the pages at any time.
@@ -108,26 +101,29 @@ pub trait PinTerm: private::Sealed {
 /// that long-term pins do not defeat memory hot-unplug and contiguous allocations.
 pub enum LongTerm {}
 
-impl private::Sealed for LongTerm {}
-
-impl PinTerm for LongTerm {
+impl private::Sealed for LongTerm {
     const GUP_FLAGS: u32 = bindings::FOLL_LONGTERM;
 }
+
+impl PinTerm for LongTerm {}
 
 /// Short-term pins: held for the duration of one bounded operation, such as a direct I/O request.
 pub enum ShortTerm {}
 
-impl private::Sealed for ShortTerm {}
-
-impl PinTerm for ShortTerm {
+impl private::Sealed for ShortTerm {
     const GUP_FLAGS: u32 = 0;
 }
+
+impl PinTerm for ShortTerm {}
 
 /// Pages pinned for DMA, unpinned when dropped.
 ///
 /// A constructor pins all the pages it is asked for or none: a partial pin is released before
-/// the error is returned. The pages are lent out as [`BorrowedPage`]s, by index, by iterator or
-/// through [`AsPageIter`]; they are never freed by this type.
+/// [`EFAULT`] is returned. Other errors of the C functions are passed on, for example [`ENOMEM`]
+/// when pages cannot be allocated or migrated, or [`EINTR`] on a fatal signal.
+///
+/// The pages are lent out as [`BorrowedPage`]s, by index, by iterator or through [`AsPageIter`],
+/// and their folios as [`Folio`]s; they are never freed by this type.
 ///
 /// # Examples
 ///
@@ -150,11 +146,13 @@ impl PinTerm for ShortTerm {
 ///
 /// # Invariants
 ///
-/// - Every pointer in `pages` points to a page on which this object holds one pin, taken with
-///   `FOLL_PIN` and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins).
+/// - `pages` is not empty.
+/// - Every entry of `pages` is a page on which this object holds one pin, taken with `FOLL_PIN`
+///   and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins), or the shared zero
+///   page, which GUP lends without a pin and `unpin_user_pages()` skips.
 /// - The pins are released only by [`Drop`] or [`PinnedPages::unpin_dirty`].
 pub struct PinnedPages<T: PinTerm> {
-    pages: KVVec<*mut bindings::page>,
+    pages: KVVec<NonNull<bindings::page>>,
     _term: PhantomData<T>,
 }
 
@@ -162,17 +160,23 @@ pub struct PinnedPages<T: PinTerm> {
 // pin can be accessed from any thread.
 unsafe impl<T: PinTerm> Send for PinnedPages<T> {}
 
-// SAFETY: Shared access only lends out the pinned pages, which may be accessed concurrently (the
-// same holds for `Page`).
+// SAFETY: Shared access only lends out the pinned pages and their folios, which may be accessed
+// concurrently (the same holds for `Page`).
 unsafe impl<T: PinTerm> Sync for PinnedPages<T> {}
 
 impl<T: PinTerm> PinnedPages<T> {
     /// Allocates room for `nr_pages` page pointers.
-    fn alloc(nr_pages: usize) -> Result<KVVec<*mut bindings::page>> {
+    fn alloc(nr_pages: usize) -> Result<KVVec<NonNull<bindings::page>>> {
         if nr_pages == 0 {
             return Err(EINVAL);
         }
         Ok(KVVec::with_capacity(nr_pages, GFP_KERNEL)?)
+    }
+
+    /// The array a GUP call fills, as C sees it.
+    fn array(pages: &mut KVVec<NonNull<bindings::page>>) -> *mut *mut bindings::page {
+        // `NonNull<T>` has the layout of `*mut T`.
+        pages.as_mut_ptr().cast()
     }
 
     /// Takes over the pins a GUP call returned `ret` for, or releases them if there are fewer
@@ -180,11 +184,11 @@ impl<T: PinTerm> PinnedPages<T> {
     ///
     /// # Safety
     ///
-    /// `ret` must be the result of a call that pinned `nr_pages` pages into `pages` with
-    /// `FOLL_PIN` and `T::GUP_FLAGS`: a negative errno, or the number of pages pinned, whose
-    /// pointers are the first `ret` entries of the spare capacity of `pages`.
+    /// `ret` must be the result of a call that pinned up to `nr_pages` pages into the spare
+    /// capacity of `pages` with `FOLL_PIN` and `T::GUP_FLAGS`: a negative errno, or the number of
+    /// pages it stored and pinned (or lent, for the zero page).
     unsafe fn from_pinned(
-        mut pages: KVVec<*mut bindings::page>,
+        mut pages: KVVec<NonNull<bindings::page>>,
         nr_pages: usize,
         ret: c_long,
     ) -> Result<Self> {
@@ -192,17 +196,17 @@ impl<T: PinTerm> PinnedPages<T> {
             // An errno always fits in an int.
             return Err(Error::from_errno(ret as c_int));
         };
-        // SAFETY: The call stored `pinned` page pointers, at most the `nr_pages` it was asked
-        // for and thus within the capacity of `pages`.
+        // SAFETY: The call stored `pinned` page pointers, none of them NULL, at most the
+        // `nr_pages` it was asked for and thus within the capacity of `pages`.
         unsafe { pages.inc_len(pinned) };
         if pinned < nr_pages {
-            // SAFETY: The first `pinned` entries of `pages` point to pages pinned by the call,
-            // and nothing else will release these pins.
-            unsafe { bindings::unpin_user_pages(pages.as_mut_ptr(), pinned) };
+            // SAFETY: The entries of `pages` were pinned by the call, and nothing else will
+            // release these pins.
+            unsafe { bindings::unpin_user_pages(Self::array(&mut pages), pinned) };
             return Err(EFAULT);
         }
-        // INVARIANT: `pages` holds the pages pinned by the call, one pin each, with the flags of
-        // `T`, and nobody else releases them.
+        // INVARIANT: `pages` holds the `nr_pages > 0` pages pinned by the call, one pin each,
+        // with the flags of `T`, and nobody else releases them.
         Ok(Self {
             pages,
             _term: PhantomData,
@@ -215,33 +219,39 @@ impl<T: PinTerm> PinnedPages<T> {
     /// The mmap lock must not be held: it is taken if the pages have to be faulted in.
     ///
     /// Returns [`EINVAL`] if `nr_pages` is zero or too large, and [`EFAULT`] if not all of the
-    /// range could be pinned.
+    /// range could be pinned or the current task has no user address space (a kernel thread).
     pub fn pin_user_pages_fast(start: usize, nr_pages: usize, flags: Flags) -> Result<Self> {
         let count = c_int::try_from(nr_pages).map_err(|_| EINVAL)?;
+        // `pin_user_pages_fast()` dereferences `current->mm` without checking it.
+        if crate::current!().mm().is_none() {
+            return Err(EFAULT);
+        }
         let mut pages = Self::alloc(nr_pages)?;
-        // SAFETY: `pages` has room for `nr_pages` page pointers, and the flags are a valid set of
-        // external GUP flags.
+        // SAFETY: `current->mm` is not NULL, and only the current task can change it. `pages` has
+        // room for `nr_pages` page pointers, and the flags are a valid set of external GUP flags.
         let ret = unsafe {
             bindings::pin_user_pages_fast(
                 start,
                 count,
                 flags.gup_flags() | T::GUP_FLAGS,
-                pages.as_mut_ptr(),
+                Self::array(&mut pages),
             )
         };
-        // SAFETY: `ret` is the result of pinning `nr_pages` pages into `pages` with `FOLL_PIN`
-        // (implied by `pin_user_pages_fast()`) and `T::GUP_FLAGS`.
+        // SAFETY: `ret` is the result of pinning up to `nr_pages` pages into `pages` with
+        // `FOLL_PIN` (implied by `pin_user_pages_fast()`) and `T::GUP_FLAGS`.
         unsafe { Self::from_pinned(pages, nr_pages, ret as c_long) }
     }
 
-    /// Pins `nr_pages` pages of the address space locked by `mmap`, starting at the user address
-    /// `start` (`pin_user_pages_remote()`).
+    /// Pins `nr_pages` pages of the address space whose mmap read lock `mmap` holds, starting at
+    /// the user address `start` (`pin_user_pages_remote()`).
     ///
-    /// The mmap read lock stays held throughout.
+    /// GUP keeps the lock held throughout and never drops it. The address space may be another
+    /// process's: as for any remote access, memory protection keys are not checked and faults
+    /// are accounted as remote (`FOLL_REMOTE`).
     ///
     /// Returns [`EINVAL`] if `nr_pages` is zero, and [`EFAULT`] if not all of the range could be
     /// pinned.
-    pub fn pin_user_pages(
+    pub fn pin_user_pages_remote(
         mmap: &MmapReadGuard<'_>,
         start: usize,
         nr_pages: usize,
@@ -249,21 +259,21 @@ impl<T: PinTerm> PinnedPages<T> {
     ) -> Result<Self> {
         let mut pages = Self::alloc(nr_pages)?;
         // SAFETY: By the invariants of `MmapReadGuard`, the mmap read lock of `mmap.mm` is held,
-        // and `mm_users` of an `MmWithUser` is not zero. A NULL `locked` tells GUP that the lock
-        // is held and must not be dropped. `pages` has room for `nr_pages` page pointers, and the
-        // flags are a valid set of external GUP flags.
+        // and the `mm_users` of an `MmWithUser` is not zero. With a NULL `locked`, GUP relies on
+        // the lock being held and never drops it. `pages` has room for `nr_pages` page pointers,
+        // and the flags are a valid set of external GUP flags.
         let ret = unsafe {
             bindings::pin_user_pages_remote(
                 mmap.mm.as_raw(),
                 start,
                 nr_pages,
                 flags.gup_flags() | T::GUP_FLAGS,
-                pages.as_mut_ptr(),
+                Self::array(&mut pages),
                 core::ptr::null_mut(),
             )
         };
-        // SAFETY: `ret` is the result of pinning `nr_pages` pages into `pages` with `FOLL_PIN`
-        // (implied by `pin_user_pages_remote()`) and `T::GUP_FLAGS`.
+        // SAFETY: `ret` is the result of pinning up to `nr_pages` pages into `pages` with
+        // `FOLL_PIN` (implied by `pin_user_pages_remote()`) and `T::GUP_FLAGS`.
         unsafe { Self::from_pinned(pages, nr_pages, ret) }
     }
 
@@ -273,7 +283,8 @@ impl<T: PinTerm> PinnedPages<T> {
         self.pages.len()
     }
 
-    /// Returns whether no page is pinned, which only happens after [`PinnedPages::unpin_dirty`].
+    /// Returns whether no page is pinned, which is never the case: constructors refuse to pin
+    /// zero pages.
     #[inline]
     pub fn is_empty(&self) -> bool {
         self.pages.is_empty()
@@ -281,10 +292,19 @@ impl<T: PinTerm> PinnedPages<T> {
 
     /// Returns the pinned page at `index`, or [`None`] if `index` is out of range.
     pub fn page(&self, index: usize) -> Option<BorrowedPage<'_>> {
-        let page = NonNull::new(*self.pages.get(index)?)?;
+        let page = *self.pages.get(index)?;
         // SAFETY: By the type invariants, the page is pinned until `self` is dropped or
         // consumed, which cannot happen while it is borrowed.
         Some(unsafe { BorrowedPage::from_raw(page) })
+    }
+
+    /// Returns the folio of the pinned page at `index`, or [`None`] if `index` is out of range.
+    pub fn folio(&self, index: usize) -> Option<&Folio> {
+        let page = self.pages.get(index)?;
+        // SAFETY: By the type invariants, the page is pinned (or is the zero page, which is never
+        // freed) until `self` is dropped or consumed, which cannot happen while it is borrowed;
+        // a pinned folio can be neither freed nor split.
+        Some(unsafe { Folio::from_raw(bindings::page_folio(page.as_ptr())) })
     }
 
     /// Returns an iterator over the pinned pages, in the order they were pinned.
@@ -298,13 +318,15 @@ impl<T: PinTerm> PinnedPages<T> {
     /// Unpins the pages and marks them dirty (`unpin_user_pages_dirty_lock()`).
     ///
     /// Use this after the pages were written to behind the memory manager's back, for example by
-    /// DMA, so that the data is written back before the pages are reclaimed.
+    /// DMA, so that the data is written back before the pages are reclaimed. May sleep: it takes
+    /// the folio locks.
     pub fn unpin_dirty(mut self) {
         // SAFETY: By the type invariants, every page in `pages` holds one pin owned by `self`.
         unsafe {
-            bindings::unpin_user_pages_dirty_lock(self.pages.as_mut_ptr(), self.pages.len(), true)
+            bindings::unpin_user_pages_dirty_lock(Self::array(&mut self.pages), self.len(), true)
         };
-        // INVARIANT: The pins are released: leave nothing for `drop` to unpin.
+        // INVARIANT: The pins are released: leave nothing for `drop` to unpin. `self` is gone
+        // once `drop` has run.
         self.pages.clear();
     }
 }
@@ -334,11 +356,12 @@ impl PinnedPages<LongTerm> {
                 start,
                 nr_pages,
                 flags.pin_fd_flags(),
-                pages.as_mut_ptr(),
+                Self::array(&mut pages),
             )
         };
-        // SAFETY: `pin_user_pages_fd()` returns a negative errno or the number of pages it
-        // pinned into `pages`, all of them long-term pins that `unpin_user_pages()` releases.
+        // SAFETY: `pin_user_pages_fd()` returns a negative errno or `nr_pages`, the number of
+        // pages it pinned into `pages`, all of them long-term pins that `unpin_user_pages()`
+        // releases.
         unsafe { Self::from_pinned(pages, nr_pages, ret) }
     }
 }
@@ -346,20 +369,20 @@ impl PinnedPages<LongTerm> {
 impl<T: PinTerm> Drop for PinnedPages<T> {
     fn drop(&mut self) {
         // SAFETY: By the type invariants, every page in `pages` holds one pin owned by `self`.
-        unsafe { bindings::unpin_user_pages(self.pages.as_mut_ptr(), self.pages.len()) };
+        unsafe { bindings::unpin_user_pages(Self::array(&mut self.pages), self.pages.len()) };
     }
 }
 
 /// An iterator over the pages of a [`PinnedPages`].
 pub struct PinnedPagesIter<'a> {
-    pages: slice::Iter<'a, *mut bindings::page>,
+    pages: slice::Iter<'a, NonNull<bindings::page>>,
 }
 
 impl<'a> Iterator for PinnedPagesIter<'a> {
     type Item = BorrowedPage<'a>;
 
     fn next(&mut self) -> Option<BorrowedPage<'a>> {
-        let page = NonNull::new(*self.pages.next()?)?;
+        let page = *self.pages.next()?;
         // SAFETY: The page is pinned by the `PinnedPages` this iterator borrows for `'a`.
         Some(unsafe { BorrowedPage::from_raw(page) })
     }
@@ -385,6 +408,9 @@ impl<T: PinTerm> AsPageIter for PinnedPages<T> {
 #[cfg(CONFIG_RUST_GUP_KUNIT_TEST)]
 #[macros::kunit_tests(rust_kernel_gup)]
 mod tests {
+    //! The tests run at boot, on an otherwise idle system: they compare exact pin counts. A failed
+    //! assertion ends the test's thread without running destructors, so it leaks pins as well.
+
     use super::*;
     use crate::{
         cpu::nr_cpu_ids,
@@ -392,7 +418,6 @@ mod tests {
             from_err_ptr,
             to_result, //
         },
-        mm::folio::Folio,
         page::PAGE_SIZE,
         sizes::SZ_2M,
         sync::aref::ARef, //
@@ -400,11 +425,30 @@ mod tests {
 
     const PIN_BIAS: i32 = bindings::GUP_PIN_COUNTING_BIAS as i32;
 
-    /// Creates a memfd of `len` bytes in the kernel, with its pages allocated.
-    fn memfd(hugetlb: bool, len: usize) -> Result<ARef<File>> {
+    /// Marks the running test as skipped, with `reason`, for a machine that lacks what it needs.
+    fn skip(reason: &CStr) {
+        // SAFETY: Always safe to call.
+        let test = unsafe { bindings::kunit_get_current_test() };
+        let reason = reason.to_bytes();
+        // SAFETY: `test` is the running test, not NULL in a KUnit test, and its status is only
+        // written by its own thread until the test function returns.
+        unsafe {
+            let comment = &mut (*test).status_comment;
+            let len = reason.len().min(comment.len() - 1);
+            for (dst, src) in comment.iter_mut().zip(&reason[..len]) {
+                *dst = *src;
+            }
+            comment[len] = 0;
+            (*test).status = bindings::kunit_status_KUNIT_SKIPPED;
+        }
+    }
+
+    /// Creates a memfd of `len` bytes in the kernel, backed by 2 MiB huge pages if `huge`, with
+    /// its pages allocated.
+    fn memfd(huge: bool, len: usize) -> Result<ARef<File>> {
         let mut flags = uapi::MFD_ALLOW_SEALING;
-        if hugetlb {
-            flags |= uapi::MFD_HUGETLB;
+        if huge {
+            flags |= uapi::MFD_HUGETLB | uapi::MFD_HUGE_2MB;
         }
         // SAFETY: The name is a NUL-terminated string, and any `MFD_*` flags are accepted.
         let file =
@@ -430,22 +474,25 @@ mod tests {
                 file.as_ptr(),
                 0,
                 len,
-                (bindings::PROT_READ | bindings::PROT_WRITE) as c_ulong,
-                bindings::MAP_SHARED as c_ulong,
+                (uapi::PROT_READ | uapi::PROT_WRITE) as c_ulong,
+                uapi::MAP_SHARED as c_ulong,
                 0,
             )
         };
-        // `vm_mmap()` returns an errno in place of the address when it fails.
-        if addr == 0 || addr > usize::MAX - bindings::MAX_ERRNO as usize {
+        if addr == 0 {
             return Err(ENOMEM);
+        }
+        // `vm_mmap()` returns a negative errno in place of the address when it fails.
+        let err = addr as isize;
+        if err < 0 && err >= -(bindings::MAX_ERRNO as isize) {
+            return Err(Error::from_errno(err as c_int));
         }
         Ok(addr)
     }
 
-    /// Reads a node vmstat item exactly: the global count plus the deltas that the CPUs have not
-    /// folded into it yet (what writing to `/proc/sys/vm/stat_refresh` folds).
-    fn node_stat(item: bindings::node_stat_item) -> i64 {
-        let item = item as usize;
+    /// Sums a node vmstat item: the global count plus the deltas that the CPUs have not folded
+    /// into it yet (what writing to `/proc/sys/vm/stat_refresh` folds).
+    fn node_stat_sum(item: usize) -> i64 {
         let mut sum = 0;
         // SAFETY: Always safe to call; nodes are not taken offline while the test runs.
         let mut pgdat = unsafe { bindings::first_online_pgdat() };
@@ -474,6 +521,22 @@ mod tests {
         sum
     }
 
+    /// Reads a node vmstat item exactly. A CPU that folds its delta into the global count while
+    /// the sum is taken makes it count the delta twice or not at all: take the sum until two in
+    /// a row agree.
+    fn node_stat(item: bindings::node_stat_item) -> i64 {
+        let item = item as usize;
+        let mut last = node_stat_sum(item);
+        for _ in 0..8 {
+            let sum = node_stat_sum(item);
+            if sum == last {
+                break;
+            }
+            last = sum;
+        }
+        last
+    }
+
     /// The vmstat pin counters: pages pinned and pages unpinned since boot.
     #[derive(Clone, Copy, Debug, PartialEq, Eq)]
     struct PinStats {
@@ -490,15 +553,30 @@ mod tests {
         }
 
         /// `self` after `pinned` more pages were pinned and `unpinned` more were unpinned.
-        fn plus(self, pinned: i64, unpinned: i64) -> Self {
+        fn plus(self, pinned: usize, unpinned: usize) -> Self {
             Self {
-                acquired: self.acquired + pinned,
-                released: self.released + unpinned,
+                acquired: self.acquired + pinned as i64,
+                released: self.released + unpinned as i64,
             }
+        }
+
+        /// Whether at least `nr` pages were pinned since `self` and as many were unpinned: pins
+        /// dropped to migrate pages count on both sides.
+        fn balanced_since(self, nr: usize) -> bool {
+            let now = Self::now();
+            let pinned = now.acquired - self.acquired;
+            pinned >= nr as i64 && pinned == now.released - self.released
         }
     }
 
+    /// Reads the reference count of a folio.
+    ///
+    /// Per-CPU LRU batches hold references to folios until they are drained: drain them first.
+    /// The field is read through its bindings rather than a `folio_ref_count()` helper, so that
+    /// Rust code outside the tests has no access to page reference counts.
     fn ref_count(folio: &Folio) -> i32 {
+        // SAFETY: Always safe to call from a context that may sleep.
+        unsafe { bindings::lru_add_drain_all() };
         // SAFETY: The folio is valid, and `_refcount` is read atomically.
         unsafe {
             bindings::atomic_read(
@@ -510,11 +588,14 @@ mod tests {
         }
     }
 
-    /// Reads the pincount of a large folio, which small folios do not have.
-    fn pincount(folio: &Folio) -> i32 {
-        assert!(folio.is_large());
+    /// Reads the pincount of a large folio, or returns [`None`] for a small folio, which has no
+    /// pincount.
+    fn pincount(folio: &Folio) -> Option<i32> {
+        if !folio.is_large() {
+            return None;
+        }
         // SAFETY: The folio is valid and large, so it has a `_pincount`, read atomically.
-        unsafe {
+        Some(unsafe {
             bindings::atomic_read(
                 &raw const (*folio.as_raw())
                     .__bindgen_anon_2
@@ -523,7 +604,7 @@ mod tests {
                     .__bindgen_anon_1
                     ._pincount,
             )
-        }
+        })
     }
 
     /// A plain reference to a folio, which keeps it from being freed or migrated while the test
@@ -535,14 +616,13 @@ mod tests {
     struct HeldFolio(NonNull<bindings::folio>);
 
     impl HeldFolio {
-        /// Takes a reference to the folio of the first page of `pages`.
-        fn new<T: PinTerm>(pages: &PinnedPages<T>) -> Result<Self> {
-            let page = pages.page(0).ok_or(EINVAL)?;
-            let folio = page.folio().as_raw();
-            // SAFETY: The folio is pinned through `page`, so it is valid.
-            unsafe { bindings::folio_get(folio) };
-            // INVARIANT: We just took a reference to `folio`.
-            Ok(Self(NonNull::new(folio).ok_or(EINVAL)?))
+        /// Takes a reference to the folio of the page at `index` of `pages`.
+        fn new<T: PinTerm>(pages: &PinnedPages<T>, index: usize) -> Result<Self> {
+            let folio = NonNull::from(pages.folio(index).ok_or(EINVAL)?);
+            // SAFETY: The folio is pinned by `pages`, so it is valid.
+            unsafe { bindings::folio_get(folio.as_ptr().cast()) };
+            // INVARIANT: We just took a reference to the folio.
+            Ok(Self(folio.cast()))
         }
 
         fn folio(&self) -> &Folio {
@@ -558,11 +638,9 @@ mod tests {
         }
     }
 
-    /// Returns whether `pages` starts in `folio`.
-    fn first_in<T: PinTerm>(pages: &PinnedPages<T>, folio: &Folio) -> bool {
-        pages
-            .page(0)
-            .is_some_and(|page| core::ptr::eq(page.folio(), folio))
+    /// Returns whether every page of `pages` belongs to `folio`.
+    fn all_in<T: PinTerm>(pages: &PinnedPages<T>, folio: &Folio) -> bool {
+        (0..pages.len()).all(|i| pages.folio(i).is_some_and(|f| core::ptr::eq(f, folio)))
     }
 
     #[test]
@@ -572,7 +650,7 @@ mod tests {
         // A first long-term pin moves the page out of ZONE_MOVABLE, so that the pins below find
         // it where it is.
         let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 1, Flags::WRITE)?;
-        let held = HeldFolio::new(&first)?;
+        let held = HeldFolio::new(&first, 0)?;
         drop(first);
         let folio = held.folio();
         assert!(!folio.is_large());
@@ -582,7 +660,7 @@ mod tests {
         let stats = PinStats::now();
 
         let pinned = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 1, Flags::WRITE)?;
-        assert!(first_in(&pinned, folio));
+        assert!(all_in(&pinned, folio));
         assert_eq!(ref_count(folio), refs + PIN_BIAS);
         assert!(folio.maybe_dma_pinned());
         assert_eq!(PinStats::now(), stats.plus(1, 0));
@@ -592,7 +670,7 @@ mod tests {
         assert_eq!(PinStats::now(), stats.plus(1, 1));
 
         let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::WRITE)?;
-        assert!(first_in(&pinned, folio));
+        assert!(all_in(&pinned, folio));
         assert_eq!(ref_count(folio), refs + PIN_BIAS);
         assert!(folio.maybe_dma_pinned());
         assert_eq!(PinStats::now(), stats.plus(2, 1));
@@ -606,15 +684,18 @@ mod tests {
     #[test]
     fn large_folio_pin_adds_pincount() -> Result {
         const NR: usize = 8;
-        let file = memfd(true, SZ_2M)?;
+        let Ok(file) = memfd(true, SZ_2M) else {
+            skip(c"needs a free 2 MiB huge page (hugepages=)");
+            return Ok(());
+        };
         let addr = map(&file, SZ_2M)?;
         let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 1, Flags::WRITE)?;
-        let held = HeldFolio::new(&first)?;
+        let held = HeldFolio::new(&first, 0)?;
         drop(first);
         let folio = held.folio();
         assert!(folio.is_large());
         assert_eq!(folio.nr_pages(), SZ_2M / PAGE_SIZE);
-        assert_eq!(pincount(folio), 0);
+        assert_eq!(pincount(folio), Some(0));
         assert!(!folio.maybe_dma_pinned());
         let refs = ref_count(folio);
         let stats = PinStats::now();
@@ -623,25 +704,25 @@ mod tests {
         let start = addr + 3 * PAGE_SIZE;
         let pinned = PinnedPages::<LongTerm>::pin_user_pages_fast(start, NR, Flags::WRITE)?;
         assert_eq!(pinned.len(), NR);
-        assert!(pinned.iter().all(|page| core::ptr::eq(page.folio(), folio)));
-        assert_eq!(pincount(folio), NR as i32);
+        assert!(all_in(&pinned, folio));
+        assert_eq!(pincount(folio), Some(NR as i32));
         assert_eq!(ref_count(folio), refs + NR as i32);
         assert!(folio.maybe_dma_pinned());
-        assert_eq!(PinStats::now(), stats.plus(NR as i64, 0));
+        assert_eq!(PinStats::now(), stats.plus(NR, 0));
         drop(pinned);
-        assert_eq!(pincount(folio), 0);
+        assert_eq!(pincount(folio), Some(0));
         assert_eq!(ref_count(folio), refs);
-        assert_eq!(PinStats::now(), stats.plus(NR as i64, NR as i64));
+        assert_eq!(PinStats::now(), stats.plus(NR, NR));
 
         let pinned = PinnedPages::pin_user_pages_fd(&file, 3, NR, Flags::empty())?;
-        assert!(pinned.iter().all(|page| core::ptr::eq(page.folio(), folio)));
-        assert_eq!(pincount(folio), NR as i32);
+        assert!(all_in(&pinned, folio));
+        assert_eq!(pincount(folio), Some(NR as i32));
         assert_eq!(ref_count(folio), refs + NR as i32);
-        assert_eq!(PinStats::now(), stats.plus(2 * NR as i64, NR as i64));
+        assert_eq!(PinStats::now(), stats.plus(2 * NR, NR));
         drop(pinned);
-        assert_eq!(pincount(folio), 0);
+        assert_eq!(pincount(folio), Some(0));
         assert!(!folio.maybe_dma_pinned());
-        assert_eq!(PinStats::now(), stats.plus(2 * NR as i64, 2 * NR as i64));
+        assert_eq!(PinStats::now(), stats.plus(2 * NR, 2 * NR));
         Ok(())
     }
 
@@ -652,30 +733,26 @@ mod tests {
         let addr = map(&file, NR * PAGE_SIZE)?;
         // Move the pages out of ZONE_MOVABLE first: a long-term pin that migrates pages also
         // counts the pins it dropped to migrate them.
-        drop(PinnedPages::pin_user_pages_fd(
-            &file,
-            0,
-            NR,
-            Flags::empty(),
-        )?);
+        let first = PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::empty())?;
+        drop(first);
         let stats = PinStats::now();
 
         let pinned = {
             let task = crate::current!();
             let mmap = task.mm().ok_or(EINVAL)?.mmap_read_lock();
-            PinnedPages::<ShortTerm>::pin_user_pages(&mmap, addr, NR, Flags::WRITE)?
+            PinnedPages::<LongTerm>::pin_user_pages_remote(&mmap, addr, NR, Flags::WRITE)?
         };
         assert_eq!(pinned.len(), NR);
-        assert!(pinned.iter().all(|page| page.folio().maybe_dma_pinned()));
-        assert_eq!(PinStats::now(), stats.plus(NR as i64, 0));
+        assert!((0..NR).all(|i| pinned.folio(i).is_some_and(|f| f.maybe_dma_pinned())));
+        assert_eq!(PinStats::now(), stats.plus(NR, 0));
         drop(pinned);
-        assert_eq!(PinStats::now(), stats.plus(NR as i64, NR as i64));
+        assert_eq!(PinStats::now(), stats.plus(NR, NR));
 
         let mut pinned = PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::WRITE)?;
         assert_eq!(pinned.page_iter().count(), NR);
-        assert_eq!(PinStats::now(), stats.plus(2 * NR as i64, NR as i64));
+        assert_eq!(PinStats::now(), stats.plus(2 * NR, NR));
         pinned.unpin_dirty();
-        assert_eq!(PinStats::now(), stats.plus(2 * NR as i64, 2 * NR as i64));
+        assert_eq!(PinStats::now(), stats.plus(2 * NR, 2 * NR));
         Ok(())
     }
 
@@ -684,17 +761,25 @@ mod tests {
         let file = memfd(false, 2 * PAGE_SIZE)?;
         // Pages 2 and 3 of the mapping are past the end of the file.
         let addr = map(&file, 4 * PAGE_SIZE)?;
-        let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 1, Flags::WRITE)?;
-        let held = HeldFolio::new(&first)?;
+        let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 2, Flags::WRITE)?;
+        let held = [HeldFolio::new(&first, 0)?, HeldFolio::new(&first, 1)?];
         drop(first);
+        let unpinned = || held.iter().all(|h| !h.folio().maybe_dma_pinned());
         let stats = PinStats::now();
 
         // Pages 0 and 1 are pinned, then released when page 2 fails.
-        let ret = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 4, Flags::WRITE);
+        let ret = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 4, Flags::WRITE);
         assert_eq!(ret.err(), Some(EFAULT));
-        let now = PinStats::now();
-        assert_eq!(now.acquired - stats.acquired, now.released - stats.released);
-        assert!(!held.folio().maybe_dma_pinned());
+        assert_eq!(PinStats::now(), stats.plus(2, 2));
+        assert!(unpinned());
+        let ret = {
+            let task = crate::current!();
+            let mmap = task.mm().ok_or(EINVAL)?.mmap_read_lock();
+            PinnedPages::<ShortTerm>::pin_user_pages_remote(&mmap, addr, 3, Flags::WRITE)
+        };
+        assert_eq!(ret.err(), Some(EFAULT));
+        assert_eq!(PinStats::now(), stats.plus(4, 4));
+        assert!(unpinned());
 
         let stats = PinStats::now();
         let ret = PinnedPages::pin_user_pages_fd(&file, 1, 2, Flags::WRITE);
@@ -709,17 +794,13 @@ mod tests {
 
         // SAFETY: `file` is a valid memfd.
         let ret = unsafe {
-            bindings::memfd_fcntl(
-                file.as_ptr(),
-                bindings::F_ADD_SEALS,
-                bindings::F_SEAL_FUTURE_WRITE,
-            )
+            bindings::memfd_fcntl(file.as_ptr(), uapi::F_ADD_SEALS, uapi::F_SEAL_FUTURE_WRITE)
         };
         to_result(ret as c_int)?;
         let ret = PinnedPages::pin_user_pages_fd(&file, 0, 2, Flags::WRITE);
         assert_eq!(ret.err(), Some(EPERM));
         assert_eq!(PinStats::now(), stats);
-        assert!(!held.folio().maybe_dma_pinned());
+        assert!(unpinned());
 
         // Read-only pins of a sealed memfd are fine.
         let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 2, Flags::empty())?;
@@ -741,36 +822,34 @@ mod tests {
         let written = unsafe {
             bindings::kernel_write(file.as_ptr(), data.as_ptr().cast(), data.len(), &mut pos)
         };
-        assert_eq!(usize::try_from(written), Ok(data.len()));
+        if usize::try_from(written) != Ok(data.len()) {
+            return Err(EIO);
+        }
         Ok(file)
     }
 
-    /// Checks that every page of `pages` is long-term pinnable and holds its data.
-    fn check_pinnable_with_data(pages: &PinnedPages<LongTerm>) -> Result {
+    /// Returns whether every page of `pages` may stay pinned long-term where it is and holds the
+    /// data of [`memfd_with_data`].
+    fn pinnable_with_data(pages: &PinnedPages<LongTerm>) -> Result<bool> {
         for (i, page) in pages.iter().enumerate() {
-            assert!(page.folio().is_longterm_pinnable());
+            if !pages.folio(i).is_some_and(|f| f.is_longterm_pinnable()) {
+                return Ok(false);
+            }
             let mut byte = 0u8;
             // SAFETY: `byte` is valid for writing one byte, and nothing writes to the page.
             unsafe { page.read_raw(&mut byte, PAGE_SIZE - 1, 1)? };
-            assert_eq!(byte, (i + 1) as u8);
+            if byte != (i + 1) as u8 {
+                return Ok(false);
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
-    /// Checks that at least `nr` pages were pinned since `stats` and that all pins were released:
-    /// pins dropped to migrate pages count on both sides.
-    fn check_balanced(stats: PinStats, nr: usize) {
-        let now = PinStats::now();
-        assert!(now.acquired - stats.acquired >= nr as i64);
-        assert_eq!(now.acquired - stats.acquired, now.released - stats.released);
-    }
-
-    /// Returns how many pages of the user range are not long-term pinnable where they are.
+    /// Returns how many pages of the user range are where long-term pins may not stay.
     fn count_movable(addr: usize, nr: usize) -> Result<usize> {
         let pinned = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, nr, Flags::empty())?;
-        Ok(pinned
-            .iter()
-            .filter(|page| !page.folio().is_longterm_pinnable())
+        Ok((0..nr)
+            .filter(|&i| pinned.folio(i).is_some_and(|f| !f.is_longterm_pinnable()))
             .count())
     }
 
@@ -778,27 +857,27 @@ mod tests {
     fn longterm_pin_leaves_zone_movable() -> Result {
         const NR: usize = 64;
         // Fresh shmem pages are movable allocations: with `movablecore=` they come from
-        // ZONE_MOVABLE, which a short-term pin leaves them in.
+        // ZONE_MOVABLE, where a short-term pin leaves them.
         let file = memfd_with_data(NR)?;
         let addr = map(&file, NR * PAGE_SIZE)?;
-        let movable = count_movable(addr, NR)?;
-        // Fails without ZONE_MOVABLE: boot with `movablecore=`.
-        assert!(movable > 0);
+        if count_movable(addr, NR)? == 0 {
+            skip(c"no page in ZONE_MOVABLE (movablecore=)");
+            return Ok(());
+        }
         let stats = PinStats::now();
         let pinned = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, NR, Flags::empty())?;
-        check_pinnable_with_data(&pinned)?;
+        assert!(pinnable_with_data(&pinned)?);
         drop(pinned);
-        check_balanced(stats, NR);
+        assert!(stats.balanced_since(NR));
 
         let file = memfd_with_data(NR)?;
         let addr = map(&file, NR * PAGE_SIZE)?;
-        let movable = count_movable(addr, NR)?;
-        assert!(movable > 0);
+        assert!(count_movable(addr, NR)? > 0);
         let stats = PinStats::now();
         let pinned = PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::empty())?;
-        check_pinnable_with_data(&pinned)?;
+        assert!(pinnable_with_data(&pinned)?);
         drop(pinned);
-        check_balanced(stats, NR);
+        assert!(stats.balanced_since(NR));
         Ok(())
     }
 }
