@@ -15,7 +15,7 @@
 
 use crate::{
     bindings,
-    fs::File,
+    fs::LocalFile,
     mm::{
         folio::Folio,
         MmapReadGuard, //
@@ -315,6 +315,25 @@ impl<T: PinTerm> PinnedPages<T> {
         }
     }
 
+    /// Moves the pins of `other` to the end of `self`, so that one object holds the pages of
+    /// several ranges, in order.
+    ///
+    /// If memory for the longer array cannot be allocated, `other` is dropped: its pins are
+    /// released, and `self` is unchanged.
+    pub fn append(&mut self, mut other: Self) -> Result {
+        self.pages.extend_from_slice(&other.pages, GFP_KERNEL)?;
+        // INVARIANT: The pins of `other` now belong to `self`: leave nothing for `other` to unpin.
+        other.pages.clear();
+        Ok(())
+    }
+
+    /// Returns the pinned pages as the array of `struct page` pointers that C functions such as
+    /// `vm_map_ram()` take. The pages stay pinned while the array is borrowed.
+    #[inline]
+    pub fn as_raw_pages(&self) -> &[NonNull<bindings::page>] {
+        &self.pages
+    }
+
     /// Unpins the pages and marks them dirty (`unpin_user_pages_dirty_lock()`).
     ///
     /// Use this after the pages were written to behind the memory manager's back, for example by
@@ -336,13 +355,14 @@ impl PinnedPages<LongTerm> {
     /// file (`pin_user_pages_fd()`).
     ///
     /// The pins are always long-term. Holes are filled, and pages in `ZONE_MOVABLE` or CMA are
-    /// migrated out of it first.
+    /// migrated out of it first. The pins do not hold a reference to `file`: a file just looked
+    /// up with [`LocalFile::fget`] will do, and so will a [`File`](crate::fs::File).
     ///
     /// Returns [`EINVAL`] if the file is of another kind, if `nr_pages` is zero or if the range
     /// goes past the end of the file, and [`EPERM`] if [`Flags::WRITE`] is asked for a
     /// write-sealed memfd.
     pub fn pin_user_pages_fd(
-        file: &File,
+        file: &LocalFile,
         start: usize,
         nr_pages: usize,
         flags: Flags,
@@ -418,6 +438,7 @@ mod tests {
             from_err_ptr,
             to_result, //
         },
+        fs::File,
         page::PAGE_SIZE,
         sizes::SZ_2M,
         sync::aref::ARef, //

@@ -1,0 +1,399 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! udmabuf_rs: dma-bufs made of memfd pages, in Rust.
+//!
+//! `/dev/udmabuf_rs` has the uAPI of `/dev/udmabuf` ([`include/uapi/linux/udmabuf.h`]) and the
+//! same checks and errors as the C driver (drivers/dma-buf/udmabuf.c), but pins the pages with
+//! `pin_user_pages_fd()`: one long-term pin per page, taken per folio, so that the pages leave
+//! `ZONE_MOVABLE` and CMA and are released by the usual `unpin_user_pages()`.
+//!
+//! [`include/uapi/linux/udmabuf.h`]: srctree/include/uapi/linux/udmabuf.h
+
+use core::{mem::size_of, ptr::NonNull};
+use kernel::{
+    bindings,
+    device::Device,
+    dma::{
+        self,
+        attrs::DMA_ATTR_SKIP_CPU_SYNC,
+        DataDirection,
+        DmaMask, //
+    },
+    dma_buf::{
+        Attachment,
+        DmaBuf,
+        Exporter, //
+    },
+    fs::{
+        file::flags::{
+            O_CLOEXEC,
+            O_RDWR, //
+        },
+        File,
+        LocalFile, //
+    },
+    ioctl::_IOW,
+    miscdevice::{
+        MiscDevice,
+        MiscDeviceOptions,
+        MiscDeviceRegistration, //
+    },
+    mm::{
+        gup::{
+            Flags,
+            LongTerm,
+            PinnedPages, //
+        },
+        virt::{
+            flags as vm_flags,
+            VmaNew, //
+        },
+    },
+    new_mutex,
+    page::{
+        PAGE_SHIFT,
+        PAGE_SIZE, //
+    },
+    prelude::*,
+    scatterlist::MappedSGTable,
+    sizes::SZ_1M,
+    sync::{
+        aref::ARef,
+        Mutex, //
+    },
+    transmute::FromBytes,
+    uaccess::{
+        UserPtr,
+        UserSlice, //
+    },
+    uapi,
+};
+
+module! {
+    type: UdmabufModule,
+    name: "udmabuf_rs",
+    authors: ["pinfd dev"],
+    description: "userspace dmabuf misc driver, in Rust",
+    license: "GPL",
+    imports_ns: ["DMA_BUF"],
+    params: {
+        list_limit: i32 {
+            default: 1024,
+            description: "udmabuf_create_list->count limit. Default is 1024.",
+        },
+        size_limit_mb: i32 {
+            default: i32::MAX,
+            description: "Max size of a dmabuf, in megabytes. Default is INT_MAX.",
+        },
+    },
+}
+
+/// `struct udmabuf_create`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct Create {
+    memfd: u32,
+    flags: u32,
+    offset: u64,
+    size: u64,
+}
+
+/// `struct udmabuf_create_list`, without its items.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CreateList {
+    flags: u32,
+    count: u32,
+}
+
+/// `struct udmabuf_create_item`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CreateItem {
+    memfd: u32,
+    pad: u32,
+    offset: u64,
+    size: u64,
+}
+
+// SAFETY: The structs are made of integers, without padding, so any bytes are valid values.
+unsafe impl FromBytes for Create {}
+// SAFETY: As above.
+unsafe impl FromBytes for CreateList {}
+// SAFETY: As above.
+unsafe impl FromBytes for CreateItem {}
+
+const _: () = {
+    assert!(size_of::<Create>() == size_of::<uapi::udmabuf_create>());
+    assert!(size_of::<CreateList>() == size_of::<uapi::udmabuf_create_list>());
+    assert!(size_of::<CreateItem>() == size_of::<uapi::udmabuf_create_item>());
+};
+
+const UDMABUF_CREATE: u32 = _IOW::<uapi::udmabuf_create>('u' as u32, 0x42);
+const UDMABUF_CREATE_LIST: u32 = _IOW::<uapi::udmabuf_create_list>('u' as u32, 0x43);
+
+#[pin_data]
+struct UdmabufModule {
+    #[pin]
+    miscdev: MiscDeviceRegistration<UdmabufFile>,
+}
+
+impl kernel::InPlaceModule for UdmabufModule {
+    fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
+        let options = MiscDeviceOptions {
+            name: c"udmabuf_rs",
+        };
+        try_pin_init!(Self {
+            miscdev <- MiscDeviceRegistration::register(options),
+        })
+        .pin_chain(|this| {
+            // The device maps buffers for the CPU's cache maintenance (`DMA_BUF_IOCTL_SYNC`).
+            //
+            // SAFETY: Nothing maps for the device yet: no buffer exists before this returns.
+            unsafe { dma::coerce_mask_and_coherent(this.miscdev.device(), DmaMask::new::<64>()) }
+        })
+    }
+}
+
+/// An open `/dev/udmabuf_rs`.
+struct UdmabufFile {
+    dev: ARef<Device>,
+}
+
+#[vtable]
+impl MiscDevice for UdmabufFile {
+    type Ptr = KBox<Self>;
+
+    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        Ok(KBox::new(
+            Self {
+                dev: misc.device().into(),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
+    fn ioctl(me: &Self, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        match cmd {
+            UDMABUF_CREATE => {
+                let create: Create = UserSlice::new(UserPtr::from_addr(arg), size_of::<Create>())
+                    .reader()
+                    .read()?;
+                let item = CreateItem {
+                    memfd: create.memfd,
+                    pad: 0,
+                    offset: create.offset,
+                    size: create.size,
+                };
+                me.create(create.flags, &[item])
+            }
+            UDMABUF_CREATE_LIST => {
+                let head: CreateList =
+                    UserSlice::new(UserPtr::from_addr(arg), size_of::<CreateList>())
+                        .reader()
+                        .read()?;
+                // A negative limit means none, as in C.
+                let limit = module_parameters::list_limit.value();
+                if u32::try_from(limit).is_ok_and(|limit| head.count > limit) {
+                    return Err(EINVAL);
+                }
+                let count = head.count as usize;
+                let len = count.checked_mul(size_of::<CreateItem>()).ok_or(EINVAL)?;
+                let mut reader =
+                    UserSlice::new(UserPtr::from_addr(arg + size_of::<CreateList>()), len).reader();
+                let mut items = KVVec::with_capacity(count, GFP_KERNEL)?;
+                for _ in 0..count {
+                    items.push(reader.read::<CreateItem>()?, GFP_KERNEL)?;
+                }
+                me.create(head.flags, &items)
+            }
+            _ => Err(ENOTTY),
+        }
+    }
+}
+
+impl UdmabufFile {
+    /// Pins the memfd ranges of `items` and returns a new dma-buf file descriptor for them.
+    fn create(&self, flags: u32, items: &[CreateItem]) -> Result<isize> {
+        // `size_limit_mb` in pages; negative means no limit, as the C cast to u64 does.
+        let pglimit = (i64::from(module_parameters::size_limit_mb.value()) as u64)
+            .wrapping_mul(SZ_1M as u64)
+            >> PAGE_SHIFT;
+        let mut pgcnt: u64 = 0;
+        for item in items {
+            if item.offset % PAGE_SIZE as u64 != 0 || item.size % PAGE_SIZE as u64 != 0 {
+                return Err(EINVAL);
+            }
+            pgcnt = pgcnt.checked_add(item.size >> PAGE_SHIFT).ok_or(EINVAL)?;
+            if pgcnt > pglimit {
+                return Err(EINVAL);
+            }
+        }
+        if pgcnt == 0 {
+            return Err(EINVAL);
+        }
+
+        let mut pages: Option<PinnedPages<LongTerm>> = None;
+        for item in items {
+            let file = LocalFile::fget(item.memfd).map_err(|_| EBADFD)?;
+            check_seals(&file)?;
+            let start = usize::try_from(item.offset >> PAGE_SHIFT).map_err(|_| EINVAL)?;
+            let nr = usize::try_from(item.size >> PAGE_SHIFT).map_err(|_| EINVAL)?;
+            let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, Flags::WRITE)?;
+            match pages.as_mut() {
+                None => pages = Some(pinned),
+                Some(pages) => pages.append(pinned)?,
+            }
+        }
+        let pages = pages.ok_or(EINVAL)?;
+        let size = pages.len().checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+
+        let buffer = KBox::pin_init(
+            try_pin_init!(Udmabuf {
+                cpu_sgt <- new_mutex!(None),
+                dev: self.dev.clone(),
+                pages,
+            }),
+            GFP_KERNEL,
+        )?;
+        let dmabuf = DmaBuf::export::<Udmabuf>(buffer, size, O_RDWR)?;
+        let fd_flags = if flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0 {
+            O_CLOEXEC
+        } else {
+            0
+        };
+        Ok(DmaBuf::into_fd(dmabuf, fd_flags)? as isize)
+    }
+}
+
+/// Checks that `file` is a memfd that cannot shrink and takes writes, as the C driver does.
+fn check_seals(file: &LocalFile) -> Result {
+    // SAFETY: `file` is a valid file.
+    let seals = unsafe { bindings::memfd_fcntl(file.as_ptr(), uapi::F_GET_SEALS, 0) };
+    // Neither shmem nor hugetlbfs.
+    let seals = u32::try_from(seals).map_err(|_| EBADFD)?;
+    if seals & uapi::F_SEAL_SHRINK == 0
+        || seals & (uapi::F_SEAL_WRITE | uapi::F_SEAL_FUTURE_WRITE) != 0
+    {
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+/// A buffer: the pinned pages of its memfd ranges, in order.
+#[pin_data]
+struct Udmabuf {
+    /// The table mapped for the CPU's cache maintenance, made on the first `begin_cpu_access`
+    /// and kept until release. It maps the pages: it goes first.
+    #[pin]
+    cpu_sgt: Mutex<Option<KBox<MappedSGTable>>>,
+    /// The misc device, which CPU access maps the pages for.
+    dev: ARef<Device>,
+    pages: PinnedPages<LongTerm>,
+}
+
+impl Udmabuf {
+    /// Maps the pages for `dev`; the importer calls are not synchronised with the CPU.
+    fn map_for(&self, dev: &Device, dir: DataDirection) -> Result<KBox<MappedSGTable>> {
+        // SAFETY: The pages are pinned until the dma-buf is released, which cannot happen while
+        // a table is mapped: an importer unmaps before it detaches, and the CPU table is dropped
+        // before the pins. `dev` is the misc device, which outlives every buffer (the module owns
+        // it and the dma-buf holds a reference to the module), or an attached device.
+        unsafe {
+            MappedSGTable::new(
+                dev,
+                self.pages.iter(),
+                dir,
+                DMA_ATTR_SKIP_CPU_SYNC,
+                GFP_KERNEL,
+            )
+        }
+    }
+}
+
+#[vtable]
+impl Exporter for Udmabuf {
+    type Ptr = Pin<KBox<Self>>;
+
+    fn map(
+        buf: Pin<&Self>,
+        attachment: &Attachment,
+        dir: DataDirection,
+    ) -> Result<KBox<MappedSGTable>> {
+        buf.map_for(attachment.device(), dir)
+    }
+
+    fn mmap(buf: Pin<&Self>, vma: &VmaNew) -> Result {
+        if vma.flags() & (vm_flags::SHARED | vm_flags::MAYSHARE) == 0 {
+            return Err(EINVAL);
+        }
+        let first = vma.pgoff();
+        let nr = (vma.end() - vma.start()) >> PAGE_SHIFT;
+        if first
+            .checked_add(nr)
+            .is_none_or(|end| end > buf.pages.len())
+        {
+            return Err(EINVAL);
+        }
+        // Map each run of physically contiguous pages (a large folio) with one call.
+        let mut addr = vma.start();
+        let mut remap = |(pfn, len): (usize, usize)| {
+            // SAFETY: The pages are pinned until the dma-buf is released, and the vma holds a
+            // reference to the dma-buf's file. Nothing makes this vma a mixed map.
+            unsafe { vma.remap_pfn_range(addr, pfn, len * PAGE_SIZE) }?;
+            addr += len * PAGE_SIZE;
+            Ok::<(), Error>(())
+        };
+        let mut run: Option<(usize, usize)> = None;
+        for page in buf.pages.iter().skip(first).take(nr) {
+            let pfn = page.pfn();
+            match run {
+                Some((start, len)) if start + len == pfn => run = Some((start, len + 1)),
+                _ => {
+                    if let Some(done) = run.replace((pfn, 1)) {
+                        remap(done)?;
+                    }
+                }
+            }
+        }
+        if let Some(done) = run {
+            remap(done)?;
+        }
+        Ok(())
+    }
+
+    fn vmap(buf: Pin<&Self>) -> Result<NonNull<c_void>> {
+        let pages = buf.pages.as_raw_pages();
+        let count = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
+        // SAFETY: `pages` holds `count` pinned pages, which stay pinned until `vunmap`: the
+        // dma-buf is not released while it is mapped.
+        let vaddr = unsafe {
+            bindings::vm_map_ram(
+                pages.as_ptr().cast_mut().cast(),
+                count,
+                bindings::NUMA_NO_NODE,
+            )
+        };
+        NonNull::new(vaddr).ok_or(EINVAL)
+    }
+
+    fn vunmap(buf: Pin<&Self>, vaddr: NonNull<c_void>) {
+        // SAFETY: `vaddr` was returned by `vm_map_ram()` in `vmap`, for all the pages.
+        unsafe { bindings::vm_unmap_ram(vaddr.as_ptr(), buf.pages.len() as u32) };
+    }
+
+    fn begin_cpu_access(buf: Pin<&Self>, dir: DataDirection) -> Result {
+        let mut cpu_sgt = buf.cpu_sgt.lock();
+        if cpu_sgt.is_none() {
+            *cpu_sgt = Some(buf.map_for(&buf.dev, dir)?);
+        }
+        cpu_sgt.as_ref().ok_or(EINVAL)?.sync_for_cpu(dir);
+        Ok(())
+    }
+
+    fn end_cpu_access(buf: Pin<&Self>, dir: DataDirection) -> Result {
+        let cpu_sgt = buf.cpu_sgt.lock();
+        cpu_sgt.as_ref().ok_or(EINVAL)?.sync_for_device(dir);
+        Ok(())
+    }
+}
