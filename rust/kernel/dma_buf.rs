@@ -12,7 +12,10 @@
 
 use crate::{
     bindings,
-    device::Device,
+    device::{
+        Bound,
+        Device, //
+    },
     dma::DataDirection,
     error::{
         from_err_ptr,
@@ -23,7 +26,10 @@ use crate::{
     mm::virt::VmaNew,
     module::this_module,
     prelude::*,
-    scatterlist::MappedSGTable,
+    scatterlist::{
+        MappedSGTable,
+        SGTable, //
+    },
     sync::aref::{
         ARef,
         AlwaysRefCounted, //
@@ -171,9 +177,15 @@ impl DmaBuf {
                 return Err(e);
             }
         };
-        // SAFETY: `dma_buf_export()` returned a new dma-buf with one reference, which the `ARef`
-        // takes over.
+        // SAFETY: `dma_buf_export()` returned a new dma-buf (never NULL) with one reference, which
+        // the `ARef` takes over.
         Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(buf.cast())) })
+    }
+
+    /// Returns a raw pointer to the dma-buf, for the importer functions of the C API.
+    #[inline]
+    pub fn as_raw(&self) -> *mut bindings::dma_buf {
+        self.0.get()
     }
 
     /// Installs the dma-buf in a new file descriptor of the current task, and returns it
@@ -182,11 +194,83 @@ impl DmaBuf {
     /// The reference of `this` moves to the file descriptor table.
     pub fn into_fd(this: ARef<Self>, flags: u32) -> Result<u32> {
         // SAFETY: `this` is a valid dma-buf.
-        let fd = unsafe { bindings::dma_buf_fd(this.0.get(), flags as c_int) };
+        let fd = unsafe { bindings::dma_buf_fd(this.as_raw(), flags as c_int) };
         to_result(fd)?;
         // The reference now belongs to the file descriptor table.
         core::mem::forget(this);
         Ok(fd as u32)
+    }
+}
+
+impl DmaBuf {
+    /// Attaches `dev` to the dma-buf and maps the buffer for it (`dma_buf_attach()`,
+    /// `dma_buf_map_attachment_unlocked()`), as an importer does.
+    pub fn import<'a>(&'a self, dev: &'a Device<Bound>, dir: DataDirection) -> Result<Import<'a>> {
+        if dir == DataDirection::None {
+            return Err(EINVAL);
+        }
+        // SAFETY: The dma-buf is valid, and `dev` is a bound device that outlives the attachment,
+        // which `Import` detaches before `'a` ends.
+        let attach =
+            from_err_ptr(unsafe { bindings::dma_buf_attach(self.as_raw(), dev.as_raw()) })?;
+        // SAFETY: `attach` is an attachment of this dma-buf.
+        let sgt =
+            from_err_ptr(unsafe { bindings::dma_buf_map_attachment_unlocked(attach, dir.into()) });
+        let sgt = match sgt {
+            Ok(sgt) => sgt,
+            Err(e) => {
+                // SAFETY: `attach` is an attachment of this dma-buf, with no mapping.
+                unsafe { bindings::dma_buf_detach(self.as_raw(), attach) };
+                return Err(e);
+            }
+        };
+        // INVARIANT: `attach` is an attachment of `self` for `dev`, and `sgt` its mapping with
+        // `dir`; neither function returns NULL.
+        Ok(Import {
+            buf: self,
+            // SAFETY: `dma_buf_attach()` returns a valid pointer or an error.
+            attach: unsafe { NonNull::new_unchecked(attach) },
+            // SAFETY: `dma_buf_map_attachment_unlocked()` returns a valid pointer or an error.
+            sgt: unsafe { NonNull::new_unchecked(sgt) },
+            dir,
+        })
+    }
+}
+
+/// A dma-buf mapped for DMA by an importing device, unmapped and detached when dropped.
+///
+/// # Invariants
+///
+/// `attach` is an attachment of `buf` for a device that outlives `'a`, and `sgt` is its mapping
+/// with `dir`.
+pub struct Import<'a> {
+    buf: &'a DmaBuf,
+    attach: NonNull<bindings::dma_buf_attachment>,
+    sgt: NonNull<bindings::sg_table>,
+    dir: DataDirection,
+}
+
+impl Import<'_> {
+    /// Returns the table the exporter mapped for the device.
+    pub fn table(&self) -> &SGTable {
+        // SAFETY: By the type invariants, `sgt` is the mapping of the attachment, which the
+        // importer owns and nothing modifies until `self` is dropped.
+        unsafe { SGTable::from_raw(self.sgt.as_ptr()) }
+    }
+}
+
+impl Drop for Import<'_> {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `sgt` is the mapping of `attach` with `dir`, and
+        // `attach` an attachment of `buf`.
+        unsafe {
+            bindings::dma_buf_unmap_attachment_unlocked(
+                self.attach.as_ptr(),
+                self.sgt.as_ptr(),
+                self.dir.into(),
+            );
+            bindings::dma_buf_detach(self.buf.as_raw(), self.attach.as_ptr());
+        }
     }
 }
 
@@ -218,6 +302,14 @@ impl<T: Exporter> ExporterVTable<T> {
         ..pin_init::zeroed()
     };
 
+    /// Converts the direction of a callback; DMA cannot be mapped or synced with `DMA_NONE`.
+    fn direction(dir: bindings::dma_data_direction) -> Result<DataDirection> {
+        match DataDirection::try_from(dir)? {
+            DataDirection::None => Err(EINVAL),
+            dir => Ok(dir),
+        }
+    }
+
     /// Borrows the buffer's data of a dma-buf of this exporter.
     ///
     /// # Safety
@@ -238,7 +330,7 @@ impl<T: Exporter> ExporterVTable<T> {
         dir: bindings::dma_data_direction,
     ) -> *mut bindings::sg_table {
         let result = (|| {
-            let dir = DataDirection::try_from(dir)?;
+            let dir = Self::direction(dir)?;
             // SAFETY: The attachment is valid during the call, and keeps its dma-buf alive.
             let data = unsafe { Self::data((*attach).dmabuf) };
             // SAFETY: The attachment and its device stay valid during the call.
@@ -333,7 +425,7 @@ impl<T: Exporter> ExporterVTable<T> {
         from_result(|| {
             // SAFETY: The dma-buf is valid during the call.
             let data = unsafe { Self::data(buf) };
-            T::begin_cpu_access(data, DataDirection::try_from(dir)?)?;
+            T::begin_cpu_access(data, Self::direction(dir)?)?;
             Ok(0)
         })
     }
@@ -348,7 +440,7 @@ impl<T: Exporter> ExporterVTable<T> {
         from_result(|| {
             // SAFETY: The dma-buf is valid during the call.
             let data = unsafe { Self::data(buf) };
-            T::end_cpu_access(data, DataDirection::try_from(dir)?)?;
+            T::end_cpu_access(data, Self::direction(dir)?)?;
             Ok(0)
         })
     }

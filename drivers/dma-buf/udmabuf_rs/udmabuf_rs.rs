@@ -9,7 +9,10 @@
 //!
 //! [`include/uapi/linux/udmabuf.h`]: srctree/include/uapi/linux/udmabuf.h
 
-use core::{mem::size_of, ptr::NonNull};
+use core::{
+    mem::size_of,
+    ptr::NonNull, //
+};
 use kernel::{
     bindings,
     device::Device,
@@ -149,7 +152,8 @@ impl kernel::InPlaceModule for UdmabufModule {
         .pin_chain(|this| {
             // The device maps buffers for the CPU's cache maintenance (`DMA_BUF_IOCTL_SYNC`).
             //
-            // SAFETY: Nothing maps for the device yet: no buffer exists before this returns.
+            // SAFETY: Nothing maps for the device yet: the driver is built in, and its initcall
+            // runs before user space can open the device and create a buffer.
             unsafe { dma::coerce_mask_and_coherent(this.miscdev.device(), DmaMask::new::<64>()) }
         })
     }
@@ -215,48 +219,9 @@ impl MiscDevice for UdmabufFile {
 impl UdmabufFile {
     /// Pins the memfd ranges of `items` and returns a new dma-buf file descriptor for them.
     fn create(&self, flags: u32, items: &[CreateItem]) -> Result<isize> {
-        // `size_limit_mb` in pages; negative means no limit, as the C cast to u64 does.
-        let pglimit = (i64::from(module_parameters::size_limit_mb.value()) as u64)
-            .wrapping_mul(SZ_1M as u64)
-            >> PAGE_SHIFT;
-        let mut pgcnt: u64 = 0;
-        for item in items {
-            if item.offset % PAGE_SIZE as u64 != 0 || item.size % PAGE_SIZE as u64 != 0 {
-                return Err(EINVAL);
-            }
-            pgcnt = pgcnt.checked_add(item.size >> PAGE_SHIFT).ok_or(EINVAL)?;
-            if pgcnt > pglimit {
-                return Err(EINVAL);
-            }
-        }
-        if pgcnt == 0 {
-            return Err(EINVAL);
-        }
-
-        let mut pages: Option<PinnedPages<LongTerm>> = None;
-        for item in items {
-            let file = LocalFile::fget(item.memfd).map_err(|_| EBADFD)?;
-            check_seals(&file)?;
-            let start = usize::try_from(item.offset >> PAGE_SHIFT).map_err(|_| EINVAL)?;
-            let nr = usize::try_from(item.size >> PAGE_SHIFT).map_err(|_| EINVAL)?;
-            let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, Flags::WRITE)?;
-            match pages.as_mut() {
-                None => pages = Some(pinned),
-                Some(pages) => pages.append(pinned)?,
-            }
-        }
-        let pages = pages.ok_or(EINVAL)?;
-        let size = pages.len().checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
-
-        let buffer = KBox::pin_init(
-            try_pin_init!(Udmabuf {
-                cpu_sgt <- new_mutex!(None),
-                dev: self.dev.clone(),
-                pages,
-            }),
-            GFP_KERNEL,
-        )?;
-        let dmabuf = DmaBuf::export::<Udmabuf>(buffer, size, O_RDWR)?;
+        let dmabuf = export(&self.dev, items, |item| {
+            LocalFile::fget(item.memfd).map_err(|_| EBADFD)
+        })?;
         let fd_flags = if flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0 {
             O_CLOEXEC
         } else {
@@ -264,6 +229,67 @@ impl UdmabufFile {
         };
         Ok(DmaBuf::into_fd(dmabuf, fd_flags)? as isize)
     }
+}
+
+/// Pins the memfd ranges of `items`, whose files `open` looks up, and exports them as a dma-buf
+/// whose CPU access maps for `dev`. The checks and their errors are those of the C driver, in its
+/// order.
+fn export(
+    dev: &ARef<Device>,
+    items: &[CreateItem],
+    open: impl Fn(&CreateItem) -> Result<ARef<LocalFile>>,
+) -> Result<ARef<DmaBuf>> {
+    // `size_limit_mb` in pages; negative means no limit, as the C cast to u64 does.
+    let pglimit = (i64::from(module_parameters::size_limit_mb.value()) as u64)
+        .wrapping_mul(SZ_1M as u64)
+        >> PAGE_SHIFT;
+    let mut pgcnt: u64 = 0;
+    for item in items {
+        if item.offset % PAGE_SIZE as u64 != 0 || item.size % PAGE_SIZE as u64 != 0 {
+            return Err(EINVAL);
+        }
+        pgcnt = pgcnt.checked_add(item.size >> PAGE_SHIFT).ok_or(EINVAL)?;
+        if pgcnt > pglimit {
+            return Err(EINVAL);
+        }
+    }
+    if pgcnt == 0 {
+        return Err(EINVAL);
+    }
+
+    let mut pages: Option<PinnedPages<LongTerm>> = None;
+    for item in items {
+        let file = open(item)?;
+        check_seals(&file)?;
+        let start = usize::try_from(item.offset >> PAGE_SHIFT).map_err(|_| EINVAL)?;
+        let nr = usize::try_from(item.size >> PAGE_SHIFT).map_err(|_| EINVAL)?;
+        // A write seal added since the check makes the pin fail with EPERM; C checks under the
+        // inode lock and says EINVAL.
+        let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, Flags::WRITE)
+            .map_err(|e| if e == EPERM { EINVAL } else { e })?;
+        match pages.as_mut() {
+            None => {
+                // One array for all the ranges of the buffer.
+                let mut all = pinned;
+                let total = usize::try_from(pgcnt).map_err(|_| EINVAL)?;
+                all.reserve(total - nr)?;
+                pages = Some(all);
+            }
+            Some(pages) => pages.append(pinned)?,
+        }
+    }
+    let pages = pages.ok_or(EINVAL)?;
+    let size = pages.len().checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+
+    let buffer = KBox::pin_init(
+        try_pin_init!(Udmabuf {
+            cpu_sgt <- new_mutex!(None),
+            dev: dev.clone(),
+            pages,
+        }),
+        GFP_KERNEL,
+    )?;
+    DmaBuf::export::<Udmabuf>(buffer, size, O_RDWR)
 }
 
 /// Checks that `file` is a memfd that cannot shrink and takes writes, as the C driver does.
@@ -394,6 +420,116 @@ impl Exporter for Udmabuf {
     fn end_cpu_access(buf: Pin<&Self>, dir: DataDirection) -> Result {
         let cpu_sgt = buf.cpu_sgt.lock();
         cpu_sgt.as_ref().ok_or(EINVAL)?.sync_for_device(dir);
+        Ok(())
+    }
+}
+
+#[cfg(CONFIG_UDMABUF_RUST_KUNIT_TEST)]
+#[kunit_tests(udmabuf_rs)]
+mod tests {
+    use super::*;
+    use kernel::{
+        device::Bound,
+        error::{
+            from_err_ptr,
+            to_result, //
+        },
+        faux,
+    };
+
+    const NR: usize = 64;
+
+    /// Writes `NR` pages to `file`, page `i` filled with the byte `i + seed`.
+    fn write_pages(file: &File, seed: u8) -> Result {
+        let mut data = KVVec::with_capacity(NR * PAGE_SIZE, GFP_KERNEL)?;
+        for i in 0..NR {
+            data.extend_with(PAGE_SIZE, (i as u8).wrapping_add(seed), GFP_KERNEL)?;
+        }
+        let mut pos = 0;
+        // SAFETY: `file` is valid, `data` holds `data.len()` bytes, and `pos` is a valid offset.
+        let written = unsafe {
+            bindings::kernel_write(file.as_ptr(), data.as_ptr().cast(), data.len(), &mut pos)
+        };
+        if usize::try_from(written) != Ok(data.len()) {
+            return Err(EIO);
+        }
+        Ok(())
+    }
+
+    /// Creates a memfd of `NR` pages, written with `seed` and sealed against shrinking.
+    fn memfd(seed: u8) -> Result<ARef<File>> {
+        // SAFETY: The name is a NUL-terminated string, and any `MFD_*` flags are accepted.
+        let file = from_err_ptr(unsafe {
+            bindings::memfd_alloc_file(c"udmabuf_rs".as_char_ptr(), uapi::MFD_ALLOW_SEALING)
+        })?;
+        // SAFETY: `memfd_alloc_file()` returned a new file and its reference, which the `ARef`
+        // takes over; `File` is a transparent wrapper of `struct file`.
+        let file: ARef<File> = unsafe { ARef::from_raw(NonNull::new_unchecked(file.cast())) };
+        write_pages(&file, seed)?;
+        // SAFETY: `file` is a valid memfd.
+        let ret =
+            unsafe { bindings::memfd_fcntl(file.as_ptr(), uapi::F_ADD_SEALS, uapi::F_SEAL_SHRINK) };
+        to_result(ret as c_int)?;
+        Ok(file)
+    }
+
+    /// Returns whether the kernel mapping of `buf` (`dma_buf_vmap()`) shows page `i` of each of
+    /// `ranges` memfds filled with `i + seed`.
+    fn vmap_shows(buf: &DmaBuf, ranges: usize, seed: u8) -> Result<bool> {
+        let mut map = bindings::iosys_map {
+            is_iomem: false,
+            __bindgen_anon_1: bindings::iosys_map__bindgen_ty_1 {
+                vaddr: core::ptr::null_mut(),
+            },
+        };
+        // SAFETY: `buf` is a valid dma-buf and `map` is valid for writing.
+        to_result(unsafe { bindings::dma_buf_vmap_unlocked(buf.as_raw(), &mut map) })?;
+        // SAFETY: Our exporter maps system memory: `vaddr` is the address of the whole buffer.
+        let vaddr = unsafe { map.__bindgen_anon_1.vaddr }.cast::<u8>();
+        let mut ok = true;
+        for page in 0..ranges * NR {
+            let expected = ((page % NR) as u8).wrapping_add(seed);
+            for offset in [0, PAGE_SIZE - 1] {
+                // SAFETY: The mapping covers `ranges * NR` pages, and nothing writes to them.
+                ok &= unsafe { vaddr.add(page * PAGE_SIZE + offset).read_volatile() } == expected;
+            }
+        }
+        // SAFETY: `map` is the mapping made above.
+        unsafe { bindings::dma_buf_vunmap_unlocked(buf.as_raw(), &mut map) };
+        Ok(ok)
+    }
+
+    #[test]
+    fn importers_see_memfd_data() -> Result {
+        let importer = faux::Registration::new(c"udmabuf_rs_kunit", None)?;
+        let bound: &Device<Bound> = importer.as_ref().as_ref();
+        let dev: &Device = bound;
+        // SAFETY: Nothing maps for the new device yet.
+        unsafe { dma::coerce_mask_and_coherent(dev, DmaMask::new::<64>())? };
+        let files = [memfd(1)?, memfd(1)?];
+        let items = [0, 1].map(|memfd| CreateItem {
+            memfd,
+            pad: 0,
+            offset: 0,
+            size: (NR * PAGE_SIZE) as u64,
+        });
+        // Data written before the pins, which may have migrated the pages out of ZONE_MOVABLE.
+        let buf = export(&dev.into(), &items, |item| {
+            let file: &LocalFile = files.get(item.memfd as usize).ok_or(EBADF)?;
+            Ok(ARef::from(file))
+        })?;
+        assert!(vmap_shows(&buf, 2, 1)?);
+        // Data written after the pins reaches the pinned pages.
+        for file in &files {
+            write_pages(file, 7)?;
+        }
+        assert!(vmap_shows(&buf, 2, 7)?);
+
+        let mapped: u64 = {
+            let import = buf.import(bound, DataDirection::Bidirectional)?;
+            import.table().iter().map(|entry| entry.dma_len()).sum()
+        };
+        assert_eq!(mapped, (2 * NR * PAGE_SIZE) as u64);
         Ok(())
     }
 }

@@ -315,6 +315,12 @@ impl<T: PinTerm> PinnedPages<T> {
         }
     }
 
+    /// Makes room for `additional` more pages, so that [`PinnedPages::append`] does not have to
+    /// grow the array.
+    pub fn reserve(&mut self, additional: usize) -> Result {
+        Ok(self.pages.reserve(additional, GFP_KERNEL)?)
+    }
+
     /// Moves the pins of `other` to the end of `self`, so that one object holds the pages of
     /// several ranges, in order.
     ///
@@ -340,13 +346,34 @@ impl<T: PinTerm> PinnedPages<T> {
     /// DMA, so that the data is written back before the pages are reclaimed. May sleep: it takes
     /// the folio locks.
     pub fn unpin_dirty(mut self) {
-        // SAFETY: By the type invariants, every page in `pages` holds one pin owned by `self`.
-        unsafe {
-            bindings::unpin_user_pages_dirty_lock(Self::array(&mut self.pages), self.len(), true)
-        };
+        self.unpin(true);
         // INVARIANT: The pins are released: leave nothing for `drop` to unpin. `self` is gone
         // once `drop` has run.
         self.pages.clear();
+    }
+
+    /// Releases the pins, marking the pages dirty first if `dirty`.
+    ///
+    /// Runs of consecutive `struct page`s (the pages of a large folio, typically) go to
+    /// `unpin_user_page_range_dirty_lock()` at once, which releases them a folio at a time
+    /// without looking up the folio of every page as `unpin_user_pages()` does.
+    fn unpin(&mut self, dirty: bool) {
+        let mut rest = &self.pages[..];
+        while let Some(first) = rest.first() {
+            let start = first.as_ptr() as usize;
+            let run = rest
+                .iter()
+                .enumerate()
+                .take_while(|(i, page)| {
+                    page.as_ptr() as usize == start + i * size_of::<bindings::page>()
+                })
+                .count();
+            // SAFETY: By the type invariants, each page of the run holds one pin owned by `self`
+            // (or is the zero page, which is unpinned as a no-op), and the run is `run`
+            // consecutive `struct page`s from `first`.
+            unsafe { bindings::unpin_user_page_range_dirty_lock(first.as_ptr(), run, dirty) };
+            rest = &rest[run..];
+        }
     }
 }
 
@@ -388,8 +415,7 @@ impl PinnedPages<LongTerm> {
 
 impl<T: PinTerm> Drop for PinnedPages<T> {
     fn drop(&mut self) {
-        // SAFETY: By the type invariants, every page in `pages` holds one pin owned by `self`.
-        unsafe { bindings::unpin_user_pages(Self::array(&mut self.pages), self.pages.len()) };
+        self.unpin(false);
     }
 }
 
