@@ -1,0 +1,167 @@
+// SPDX-License-Identifier: GPL-2.0
+/*
+ * udmabuf_rs against udmabuf, in one boot: create + close latency (single
+ * create and a 16-item list) and first-touch mmap read throughput, for
+ * 4 KiB shmem and 2 MiB hugetlb memfds, small and large buffers (the read
+ * includes mmap(), since drivers map at mmap or at fault time). The arms
+ * alternate within each round so that drift hits both alike; each prints
+ * its medians and the time ratio rs/c (below 1.0: udmabuf_rs is faster;
+ * for the mmap read, the inverse ratio of the throughputs).
+ *
+ * Usage: udmabuf_bench [C device] [Rust device]
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <linux/udmabuf.h>
+
+#define LIST_ITEMS 16
+
+static double now_us(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec * 1e6 + ts.tv_nsec / 1e3;
+}
+
+static int cmp_double(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double median(double *v, int n)
+{
+	qsort(v, n, sizeof(*v), cmp_double);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+static int memfd_of(size_t size, int huge)
+{
+	int fd = memfd_create("bench", MFD_ALLOW_SEALING | (huge ? MFD_HUGETLB : 0));
+
+	if (fd < 0 || ftruncate(fd, size) || fallocate(fd, 0, 0, size) ||
+	    fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK)) {
+		perror("memfd");
+		exit(1);
+	}
+	return fd;
+}
+
+static int create(int dev, int memfd, size_t size, int list)
+{
+	struct {
+		struct udmabuf_create_list head;
+		struct udmabuf_create_item items[LIST_ITEMS];
+	} l = { .head = { .flags = UDMABUF_FLAGS_CLOEXEC, .count = LIST_ITEMS } };
+	struct udmabuf_create c = {
+		.memfd = memfd, .flags = UDMABUF_FLAGS_CLOEXEC, .size = size,
+	};
+	int buf, i;
+
+	if (list) {
+		for (i = 0; i < LIST_ITEMS; i++) {
+			l.items[i].memfd = memfd;
+			l.items[i].offset = i * (size / LIST_ITEMS);
+			l.items[i].size = size / LIST_ITEMS;
+		}
+		buf = ioctl(dev, UDMABUF_CREATE_LIST, &l);
+	} else {
+		buf = ioctl(dev, UDMABUF_CREATE, &c);
+	}
+	if (buf < 0) {
+		fprintf(stderr, "create: %s\n", strerror(errno));
+		exit(1);
+	}
+	return buf;
+}
+
+enum what { CREATE, CREATE_LIST, MMAP_READ };
+
+/* One sample: microseconds for create + close, or MB/s for the mmap read. */
+static double sample(enum what what, int dev, int memfd, size_t size)
+{
+	volatile uint64_t sink = 0;
+	double t0, t1;
+	uint64_t *p;
+	int buf;
+
+	if (what != MMAP_READ) {
+		t0 = now_us();
+		buf = create(dev, memfd, size, what == CREATE_LIST);
+		close(buf);
+		return now_us() - t0;
+	}
+	buf = create(dev, memfd, size, 0);
+	/* mmap() included: a driver may set up the page tables there or on fault. */
+	t0 = now_us();
+	p = mmap(NULL, size, PROT_READ, MAP_SHARED, buf, 0);
+	if (p == MAP_FAILED) {
+		perror("mmap");
+		exit(1);
+	}
+	for (size_t i = 0; i < size / sizeof(*p); i += 8)
+		sink += p[i];
+	t1 = now_us();
+	munmap(p, size);
+	close(buf);
+	return size / (t1 - t0); /* bytes per us = MB/s */
+}
+
+int main(int argc, char **argv)
+{
+	const char *names[2] = { argc > 1 ? argv[1] : "/dev/udmabuf",
+				 argc > 2 ? argv[2] : "/dev/udmabuf_rs" };
+	static const struct { const char *name; int huge; size_t size; int reps; } cfgs[] = {
+		{ "4k-2M",    0, 2 << 20,   41 },
+		{ "4k-256M",  0, 256 << 20, 15 },
+		{ "2M-2M",    1, 2 << 20,   41 },
+		{ "2M-256M",  1, 256 << 20, 15 },
+	};
+	static const char *whats[] = { "create+close", "list16+close", "mmap-read" };
+	int devs[2];
+
+	for (int a = 0; a < 2; a++) {
+		devs[a] = open(names[a], O_RDWR);
+		if (devs[a] < 0) {
+			fprintf(stderr, "%s: %s\n", names[a], strerror(errno));
+			return 1;
+		}
+	}
+	printf("%-8s %-13s %12s %12s %7s  (%s vs %s; us, or MB/s for mmap-read)\n",
+	       "memory", "operation", "c", "rs", "rs/c", names[0], names[1]);
+	for (size_t c = 0; c < sizeof(cfgs) / sizeof(cfgs[0]); c++) {
+		int memfd = memfd_of(cfgs[c].size, cfgs[c].huge);
+
+		for (int w = 0; w < 3; w++) {
+			double v[2][64];
+
+			/* One warm-up per arm, then alternate. */
+			sample(w, devs[0], memfd, cfgs[c].size);
+			sample(w, devs[1], memfd, cfgs[c].size);
+			for (int r = 0; r < cfgs[c].reps; r++)
+				for (int a = 0; a < 2; a++) {
+					int arm = (r & 1) ? 1 - a : a;
+
+					v[arm][r] = sample(w, devs[arm], memfd, cfgs[c].size);
+				}
+			double mc = median(v[0], cfgs[c].reps), mr = median(v[1], cfgs[c].reps);
+
+			printf("%-8s %-13s %12.1f %12.1f %7.3f\n", cfgs[c].name, whats[w],
+			       mc, mr, w == MMAP_READ ? mc / mr : mr / mc);
+			fflush(stdout);
+		}
+		close(memfd);
+	}
+	return 0;
+}
