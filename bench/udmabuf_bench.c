@@ -8,7 +8,9 @@
  * its medians and the time ratio rs/c (below 1.0: udmabuf_rs is faster;
  * for the mmap read, the inverse ratio of the throughputs).
  *
- * Usage: udmabuf_bench [C device] [Rust device]
+ * Usage: udmabuf_bench [--raw] [C device] [Rust device]
+ * --raw prints every sample instead ("UDMABUF memory operation arm value"),
+ * for `cargo xtask bench`.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -120,8 +122,10 @@ static double sample(enum what what, int dev, int memfd, size_t size)
 
 int main(int argc, char **argv)
 {
-	const char *names[2] = { argc > 1 ? argv[1] : "/dev/udmabuf",
-				 argc > 2 ? argv[2] : "/dev/udmabuf_rs" };
+	int raw = argc > 1 && !strcmp(argv[1], "--raw");
+	const char *names[2] = { argc > 1 + raw ? argv[1 + raw] : "/dev/udmabuf",
+				 argc > 2 + raw ? argv[2 + raw] : "/dev/udmabuf_rs" };
+	static const char *arms[2] = { "c", "rs" };
 	static const struct { const char *name; int huge; size_t size; int reps; } cfgs[] = {
 		{ "4k-2M",    0, 2 << 20,   41 },
 		{ "4k-256M",  0, 256 << 20, 15 },
@@ -138,8 +142,9 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
-	printf("%-8s %-13s %12s %12s %7s  (%s vs %s; us, or MB/s for mmap-read)\n",
-	       "memory", "operation", "c", "rs", "rs/c", names[0], names[1]);
+	if (!raw)
+		printf("%-8s %-13s %12s %12s %7s  (%s vs %s; us, or MB/s for mmap-read)\n",
+		       "memory", "operation", "c", "rs", "rs/c", names[0], names[1]);
 	for (size_t c = 0; c < sizeof(cfgs) / sizeof(cfgs[0]); c++) {
 		int memfd = memfd_of(cfgs[c].size, cfgs[c].huge);
 
@@ -154,7 +159,12 @@ int main(int argc, char **argv)
 					int arm = (r & 1) ? 1 - a : a;
 
 					v[arm][r] = sample(w, devs[arm], memfd, cfgs[c].size);
+					if (raw)
+						printf("UDMABUF %s %s %s %.1f\n", cfgs[c].name,
+						       whats[w], arms[arm], v[arm][r]);
 				}
+			if (raw)
+				continue;
 			double mc = median(v[0], cfgs[c].reps), mr = median(v[1], cfgs[c].reps);
 
 			printf("%-8s %-13s %12.1f %12.1f %7.3f\n", cfgs[c].name, whats[w],

@@ -2,6 +2,7 @@
 //! series to the base tree, builds it, boots it under virtme-ng and runs its
 //! tests. See README.md.
 
+mod bench;
 mod build;
 mod check;
 mod config;
@@ -66,6 +67,13 @@ enum Command {
     Run(FetchArgs),
     /// The test command: cargo test, check, build, vm, report
     Test,
+    /// Boot the series' kernel once and benchmark pairs of arms in it:
+    /// pin_user_pages_fd vs pin_user_pages_fast, udmabuf_rs vs udmabuf
+    Bench {
+        /// Rounds of every pair (arms alternate between rounds)
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+    },
     /// Write each sub-series as one mbox for `b4 am` / `git am` into a directory
     Mbox {
         #[arg(default_value = "work/mbox")]
@@ -166,6 +174,14 @@ fn run(cli: Cli) -> Result<()> {
             let built = build_stage(&ctx, &mut r, None)?;
             let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
             return r.finish(&ctx, Some(&run));
+        }
+        Command::Bench { rounds } => {
+            r.stage("setup", || setup::setup(&ctx))?;
+            r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
+            let built = build_stage(&ctx, &mut r, None)?;
+            r.stage("bench", || {
+                bench::bench(&ctx, &built.bzimage, &built.kselftests, rounds)
+            })?;
         }
         Command::Mbox { dir } => {
             let dir = ctx.root.join(dir);

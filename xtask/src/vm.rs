@@ -185,7 +185,7 @@ pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
     })
 }
 
-fn vng(ctx: &Ctx, bzimage: &Path, out: &Path, kvm: bool) -> crate::proc::Cmd {
+pub fn vng(ctx: &Ctx, bzimage: &Path, out: &Path, kvm: bool) -> crate::proc::Cmd {
     let mut c = ctx
         .cmd("vng")
         .arg("--verbose")
@@ -207,7 +207,7 @@ fn vng(ctx: &Ctx, bzimage: &Path, out: &Path, kvm: bool) -> crate::proc::Cmd {
 
 /// KVM is used when a guest actually boots with it: /dev/kvm can exist and
 /// still refuse a normal guest (a nested or PVM host).
-fn kvm_works(ctx: &Ctx, bzimage: &Path, out: &Path) -> bool {
+pub fn kvm_works(ctx: &Ctx, bzimage: &Path, out: &Path) -> bool {
     if std::env::var_os("PINFD_NO_KVM").is_some() || !Path::new("/dev/kvm").exists() {
         return false;
     }
