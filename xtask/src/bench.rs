@@ -44,11 +44,13 @@ pub fn guest_script(out: &Path, mm: &Path, udmabuf_bench: &Path, rounds: u32) ->
         out.display(),
         out.display()
     ));
+    // The first call of each process is a warm-up: it faults the memfd in
+    // and, for pin_user_pages_fd(), migrates it out of ZONE_MOVABLE.
     s.push_str(
         "pin() { # memory size arm flags...\n\
          \tm=$1 sz=$2 arm=$3; shift 3\n\
-         \t./gup_test \"$@\" -m $sz -n 512 -r 3 | sed -n 's/.*Time: get:\\([0-9]*\\) put:\\([0-9]*\\).*/\\1 \\2/p' |\n\
-         \twhile read g p; do echo \"PIN $m ${sz}M $arm $g $p\"; done\n}\n",
+         \t./gup_test \"$@\" -m $sz -n 512 -r 4 | sed -n 's/.*Time: get:\\([0-9]*\\) put:\\([0-9]*\\).*/\\1 \\2/p' |\n\
+         \ttail -n +2 | while read g p; do echo \"PIN $m ${sz}M $arm $g $p\"; done\n}\n",
     );
     for round in 0..rounds {
         for (mem, flags, thp) in PIN_MEMORY {
