@@ -199,18 +199,19 @@ impl<T: PinTerm> PinnedPages<T> {
         // SAFETY: The call stored `pinned` page pointers, none of them NULL, at most the
         // `nr_pages` it was asked for and thus within the capacity of `pages`.
         unsafe { pages.inc_len(pinned) };
-        if pinned < nr_pages {
-            // SAFETY: The entries of `pages` were pinned by the call, and nothing else will
-            // release these pins.
-            unsafe { bindings::unpin_user_pages(Self::array(&mut pages), pinned) };
-            return Err(EFAULT);
-        }
-        // INVARIANT: `pages` holds the `nr_pages > 0` pages pinned by the call, one pin each,
-        // with the flags of `T`, and nobody else releases them.
-        Ok(Self {
+        // INVARIANT: `pages` holds the pages pinned by the call, one pin each, with the flags of
+        // `T`, and nobody else releases them. They are all `nr_pages > 0` of them, or `this` is
+        // dropped right away.
+        let this = Self {
             pages,
             _term: PhantomData,
-        })
+        };
+        if pinned < nr_pages {
+            // A partial pin never escapes: dropping `this` releases it.
+            drop(this);
+            return Err(EFAULT);
+        }
+        Ok(this)
     }
 
     /// Pins `nr_pages` pages of the current process, starting at the user address `start`
