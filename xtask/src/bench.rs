@@ -245,7 +245,7 @@ pub fn bench(ctx: &Ctx, bzimage: &Path, kselftests: &Path, rounds: u32) -> Resul
         if kvm { "KVM" } else { "TCG" }
     );
     let log = ctx.log("bench-guest");
-    let exit = vm::vng(ctx, bzimage, &out, kvm)
+    let exit = vm::vng(ctx, bzimage, &out, kvm, &[])
         .arg("--exec")
         .arg(format!("sh {}", script.display()))
         .timeout(Duration::from_secs(ctx.cfg.vm.timeout))

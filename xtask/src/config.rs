@@ -120,6 +120,11 @@ pub struct Kselftest {
     /// Seconds before the test is killed and reported as TIMEOUT.
     #[serde(default = "default_test_timeout")]
     pub timeout: u64,
+    /// Kernel arguments the test needs on top of `vm.cmdline`. Tests without
+    /// any run in the main boot; those with the same arguments run together
+    /// in one more boot of their own.
+    #[serde(default)]
+    pub cmdline: Vec<String>,
 }
 
 fn default_test_timeout() -> u64 {
@@ -135,7 +140,7 @@ pub struct Vm {
     /// Extra kernel command line for the guest.
     #[serde(default)]
     pub cmdline: Vec<String>,
-    /// Seconds for the whole guest run, boot included.
+    /// Seconds for the whole guest run, boot included (for each boot).
     pub timeout: u64,
 }
 
@@ -217,6 +222,16 @@ impl SeriesToml {
             if t.timeout == 0 {
                 bail!("tests.kselftest {:?}: timeout must be > 0", t.name);
             }
+            if let Some(a) = t
+                .cmdline
+                .iter()
+                .find(|a| a.is_empty() || a.contains(char::is_whitespace))
+            {
+                bail!(
+                    "tests.kselftest {:?}: cmdline argument {a:?} must be one non-empty word, e.g. \"udmabuf_rs.account_memlock=1\"",
+                    t.name
+                );
+            }
         }
         if self.vm.cpus == 0 || self.vm.timeout == 0 {
             bail!("vm.cpus and vm.timeout must be > 0");
@@ -293,6 +308,10 @@ timeout = 1200
         assert_eq!(c.series[0].patches, vec!["0001-a.patch"]);
         assert_eq!(c.tests.kselftest[0].timeout, 300);
         assert_eq!(c.series[1].prerequisites, vec!["mm"]);
+        assert!(c.tests.kselftest[0].cmdline.is_empty());
+        let cmd = "cmd = \"./gup_test -a\"";
+        let c = SeriesToml::parse(&GOOD.replace(cmd, &format!("{cmd}\ncmdline = [\"a=1\"]")));
+        assert_eq!(c.unwrap().tests.kselftest[0].cmdline, vec!["a=1"]);
     }
 
     #[test]
@@ -330,6 +349,11 @@ timeout = 1200
         assert!(
             err(&GOOD.replace("cmd = \"./gup_test -a\"", "cmd = \"x\"\ntimeout = 0"))
                 .contains("timeout")
+        );
+        let cmd = "cmd = \"./gup_test -a\"";
+        assert!(
+            err(&GOOD.replace(cmd, &format!("{cmd}\ncmdline = [\"a=1 b=2\"]")))
+                .contains("cmdline argument \"a=1 b=2\"")
         );
     }
 

@@ -43,7 +43,17 @@ impl Report {
                 "kselftests": run.kselftests,
                 "kunit": run.kunit,
                 "known_failures": run.known,
-                "pins": run.pins,
+                // The main boot's counters at its end; every boot's in "boots".
+                "pins": run.boots.first().and_then(|b| b.pins_after),
+                "boots": run.boots.iter().map(|b| serde_json::json!({
+                    "boot": b.n,
+                    "cmdline": ctx.cfg.vm.cmdline.iter().chain(&b.cmdline).collect::<Vec<_>>(),
+                    "extra_cmdline": b.cmdline,
+                    "kselftests": b.tests,
+                    "out": b.out,
+                    "pins_before": b.pins_before,
+                    "pins_after": b.pins_after,
+                })).collect::<Vec<_>>(),
                 "crashes": run.crashes,
                 "problems": run.problems,
             });
@@ -55,7 +65,11 @@ impl Report {
                 bail!(
                     "{} problem(s) in the guest run (raw logs in {}):\n  - {}",
                     run.problems.len(),
-                    run.out.display(),
+                    run.boots
+                        .iter()
+                        .map(|b| b.out.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", "),
                     run.problems.join("\n  - ")
                 );
             }
@@ -103,14 +117,23 @@ impl Report {
         for (path, reason) in &run.known {
             let _ = writeln!(s, "known failure of the base: {path}: {reason}");
         }
-        let _ = writeln!(s, "\nguest: {}", if run.kvm { "KVM" } else { "TCG" });
-        if let (Some((a, r)), Some((a0, r0))) = (run.pins, run.pins_before) {
+        for b in run.boots.iter().filter(|b| b.n > 1) {
             let _ = writeln!(
                 s,
-                "pins: nr_foll_pin_acquired {a} (+{}), nr_foll_pin_released {r} (+{}): {}",
-                a - a0,
-                r - r0,
-                if a == r { "balanced" } else { "LEAKED" }
+                "boot {}: vm.cmdline + {} (the rows marked \"(boot {})\")",
+                b.n,
+                b.cmdline.join(" "),
+                b.n
+            );
+        }
+        let _ = writeln!(s, "\nguest: {}", if run.kvm { "KVM" } else { "TCG" });
+        if let Some((a, r, balanced)) = run.pins() {
+            let n = run.boots.len();
+            let _ = writeln!(
+                s,
+                "pins: nr_foll_pin_acquired +{a}, nr_foll_pin_released +{r} ({n} boot{}): {}",
+                if n == 1 { "" } else { "s" },
+                if balanced { "balanced" } else { "LEAKED" }
             );
         }
         let _ = writeln!(
