@@ -7,6 +7,10 @@
 //! `pin_user_pages_fd()`: one long-term pin per page, taken per folio, so that the pages leave
 //! `ZONE_MOVABLE` and CMA and are released by the usual `unpin_user_pages()`.
 //!
+//! Unlike the C driver, it can charge the pinned pages to the creator's `RLIMIT_MEMLOCK`
+//! (`udmabuf_rs.account_memlock=1`), so that the total a user pins is bounded and not only the
+//! size of each buffer. The charge is returned when the buffer is released.
+//!
 //! [`include/uapi/linux/udmabuf.h`]: srctree/include/uapi/linux/udmabuf.h
 
 use core::{
@@ -43,6 +47,7 @@ use kernel::{
     },
     mm::{
         gup::{
+            Accounting,
             Flags,
             LongTerm,
             PinnedPages, //
@@ -87,6 +92,10 @@ module! {
         size_limit_mb: i32 {
             default: i32::MAX,
             description: "Max size of a dmabuf, in megabytes. Default is INT_MAX.",
+        },
+        account_memlock: u8 {
+            default: 0,
+            description: "Charge buffers to their creator's RLIMIT_MEMLOCK. Default is 0, off.",
         },
     },
 }
@@ -257,6 +266,12 @@ fn export(
         return Err(EINVAL);
     }
 
+    // Pinned pages count against the creator's locked memory if the administrator asks for it.
+    let accounting = if module_parameters::account_memlock.value() != 0 {
+        Accounting::Memlock
+    } else {
+        Accounting::None
+    };
     let mut pages: Option<PinnedPages<LongTerm>> = None;
     for item in items {
         let file = open(item)?;
@@ -265,7 +280,7 @@ fn export(
         let nr = usize::try_from(item.size >> PAGE_SHIFT).map_err(|_| EINVAL)?;
         // A write seal added since the check makes the pin fail with EPERM; C checks under the
         // inode lock and says EINVAL.
-        let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, Flags::WRITE)
+        let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, Flags::WRITE, accounting)
             .map_err(|e| if e == EPERM { EINVAL } else { e })?;
         match pages.as_mut() {
             None => {

@@ -15,6 +15,7 @@
 
 use crate::{
     bindings,
+    error::to_result,
     fs::LocalFile,
     mm::{
         folio::Folio,
@@ -116,6 +117,45 @@ impl private::Sealed for ShortTerm {
 
 impl PinTerm for ShortTerm {}
 
+/// Whom long-term pins of a file are charged to.
+///
+/// A long-term pin keeps memory from being reclaimed or migrated for as long as its holder likes.
+/// A driver that pins memory on behalf of users who are not trusted with that should charge the
+/// pins to them, as RDMA, io_uring and iommufd do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Accounting {
+    /// Not charged: the caller bounds the pins or accounts for them itself.
+    #[default]
+    None,
+    /// Charged to the calling process's `RLIMIT_MEMLOCK` (`PIN_FD_ACCOUNT`): to its user's locked
+    /// memory, unless it has `CAP_IPC_LOCK`, and to its `VmPin`. The charge is returned when the
+    /// pages are unpinned, by whichever task drops the [`PinnedPages`].
+    Memlock,
+}
+
+/// An `RLIMIT_MEMLOCK` charge for pins of a file, returned when dropped.
+///
+/// # Invariants
+///
+/// `self.0` is empty (zeroed) or a charge made by `pin_user_pages_fd()` with `PIN_FD_ACCOUNT`,
+/// which only this object returns.
+struct MemlockCharge(bindings::pin_fd_account);
+
+impl MemlockCharge {
+    fn empty() -> Self {
+        // INVARIANT: A zeroed `struct pin_fd_account` is an empty charge.
+        Self(pin_init::zeroed())
+    }
+}
+
+impl Drop for MemlockCharge {
+    fn drop(&mut self) {
+        // SAFETY: By the type invariants, `self.0` is empty, which `pin_fd_unaccount()` ignores,
+        // or a charge that nobody else returns.
+        unsafe { bindings::pin_fd_unaccount(&mut self.0) };
+    }
+}
+
 /// Pages pinned for DMA, unpinned when dropped.
 ///
 /// A constructor pins all the pages it is asked for or none: a partial pin is released before
@@ -151,13 +191,17 @@ impl PinTerm for ShortTerm {}
 ///   and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins), or the shared zero
 ///   page, which GUP lends without a pin and `unpin_user_pages()` skips.
 /// - The pins are released only by [`Drop`] or [`PinnedPages::unpin_dirty`].
+/// - `charge` is empty, or the `RLIMIT_MEMLOCK` charge for pages of `pages`. It is returned after
+///   they are unpinned: fields are dropped after [`Drop::drop`] has run.
 pub struct PinnedPages<T: PinTerm> {
     pages: KVVec<NonNull<bindings::page>>,
+    charge: MemlockCharge,
     _term: PhantomData<T>,
 }
 
 // SAFETY: Pins have no thread affinity: they can be released from any thread, and the pages they
-// pin can be accessed from any thread.
+// pin can be accessed from any thread. A charge holds references to a `user_struct` and an
+// `mm_struct`, which can be dropped from any thread.
 unsafe impl<T: PinTerm> Send for PinnedPages<T> {}
 
 // SAFETY: Shared access only lends out the pinned pages and their folios, which may be accessed
@@ -179,18 +223,20 @@ impl<T: PinTerm> PinnedPages<T> {
         pages.as_mut_ptr().cast()
     }
 
-    /// Takes over the pins a GUP call returned `ret` for, or releases them if there are fewer
-    /// than `nr_pages`.
+    /// Takes over the pins a GUP call returned `ret` for, and their `charge`, or releases them if
+    /// there are fewer than `nr_pages`.
     ///
     /// # Safety
     ///
     /// `ret` must be the result of a call that pinned up to `nr_pages` pages into the spare
     /// capacity of `pages` with `FOLL_PIN` and `T::GUP_FLAGS`: a negative errno, or the number of
-    /// pages it stored and pinned (or lent, for the zero page).
+    /// pages it stored and pinned (or lent, for the zero page). `charge` must be empty or the
+    /// call's charge for those pages.
     unsafe fn from_pinned(
         mut pages: KVVec<NonNull<bindings::page>>,
         nr_pages: usize,
         ret: c_long,
+        charge: MemlockCharge,
     ) -> Result<Self> {
         let Ok(pinned) = usize::try_from(ret) else {
             // An errno always fits in an int.
@@ -201,9 +247,10 @@ impl<T: PinTerm> PinnedPages<T> {
         unsafe { pages.inc_len(pinned) };
         // INVARIANT: `pages` holds the pages pinned by the call, one pin each, with the flags of
         // `T`, and nobody else releases them. They are all `nr_pages > 0` of them, or `this` is
-        // dropped right away.
+        // dropped right away. `charge` is empty or their charge.
         let this = Self {
             pages,
+            charge,
             _term: PhantomData,
         };
         if pinned < nr_pages {
@@ -240,7 +287,7 @@ impl<T: PinTerm> PinnedPages<T> {
         };
         // SAFETY: `ret` is the result of pinning up to `nr_pages` pages into `pages` with
         // `FOLL_PIN` (implied by `pin_user_pages_fast()`) and `T::GUP_FLAGS`.
-        unsafe { Self::from_pinned(pages, nr_pages, ret as c_long) }
+        unsafe { Self::from_pinned(pages, nr_pages, ret as c_long, MemlockCharge::empty()) }
     }
 
     /// Pins `nr_pages` pages of the address space whose mmap read lock `mmap` holds, starting at
@@ -275,7 +322,7 @@ impl<T: PinTerm> PinnedPages<T> {
         };
         // SAFETY: `ret` is the result of pinning up to `nr_pages` pages into `pages` with
         // `FOLL_PIN` (implied by `pin_user_pages_remote()`) and `T::GUP_FLAGS`.
-        unsafe { Self::from_pinned(pages, nr_pages, ret) }
+        unsafe { Self::from_pinned(pages, nr_pages, ret, MemlockCharge::empty()) }
     }
 
     /// Returns the number of pinned pages.
@@ -322,14 +369,23 @@ impl<T: PinTerm> PinnedPages<T> {
         Ok(self.pages.reserve(additional, GFP_KERNEL)?)
     }
 
-    /// Moves the pins of `other` to the end of `self`, so that one object holds the pages of
-    /// several ranges, in order.
+    /// Moves the pins of `other` and their charge to the end of `self`, so that one object holds
+    /// the pages of several ranges, in order.
     ///
-    /// If memory for the longer array cannot be allocated, `other` is dropped: its pins are
-    /// released, and `self` is unchanged.
+    /// If memory for the longer array cannot be allocated, or if both are charged but to
+    /// different users or processes ([`EINVAL`]), `other` is dropped: its pins are released and
+    /// its charge returned, and `self` is unchanged.
     pub fn append(&mut self, mut other: Self) -> Result {
+        self.pages.reserve(other.pages.len(), GFP_KERNEL)?;
+        // SAFETY: By the type invariants, both charges are empty or charges for pins of their
+        // objects, and nobody else returns them.
+        to_result(unsafe {
+            bindings::pin_fd_account_merge(&mut self.charge.0, &mut other.charge.0)
+        })?;
+        // Cannot fail: the room is reserved.
         self.pages.extend_from_slice(&other.pages, GFP_KERNEL)?;
-        // INVARIANT: The pins of `other` now belong to `self`: leave nothing for `other` to unpin.
+        // INVARIANT: The pins of `other` and their charge now belong to `self`: leave nothing for
+        // `other` to unpin or return.
         other.pages.clear();
         Ok(())
     }
@@ -386,31 +442,42 @@ impl PinnedPages<LongTerm> {
     /// migrated out of it first. The pins do not hold a reference to `file`: a file just looked
     /// up with [`LocalFile::fget`] will do, and so will a [`File`](crate::fs::File).
     ///
+    /// With [`Accounting::Memlock`], the pages are charged to the calling process before they
+    /// are pinned, and the charge is returned after they are unpinned.
+    ///
     /// Returns [`EINVAL`] if the file is of another kind, if `nr_pages` is zero or if the range
-    /// goes past the end of the file, and [`EPERM`] if [`Flags::WRITE`] is asked for a
-    /// write-sealed memfd.
+    /// goes past the end of the file, [`EPERM`] if [`Flags::WRITE`] is asked for a write-sealed
+    /// memfd, and [`ENOMEM`] if the charge would exceed `RLIMIT_MEMLOCK`.
     pub fn pin_user_pages_fd(
         file: &LocalFile,
         start: usize,
         nr_pages: usize,
         flags: Flags,
+        accounting: Accounting,
     ) -> Result<Self> {
         let mut pages = Self::alloc(nr_pages)?;
+        let mut charge = MemlockCharge::empty();
+        let (account, acct) = match accounting {
+            Accounting::None => (0, core::ptr::null_mut()),
+            Accounting::Memlock => (bindings::PIN_FD_ACCOUNT, &raw mut charge.0),
+        };
         // SAFETY: `file` is a valid file for the duration of the call, `pages` has room for
-        // `nr_pages` page pointers, and the flags are valid `PIN_FD_*` flags.
+        // `nr_pages` page pointers, and the flags are valid `PIN_FD_*` flags. With
+        // `PIN_FD_ACCOUNT`, `acct` points to an empty charge, and NULL without it.
         let ret = unsafe {
             bindings::pin_user_pages_fd(
                 file.as_ptr(),
                 start,
                 nr_pages,
-                flags.pin_fd_flags(),
+                flags.pin_fd_flags() | account,
                 Self::array(&mut pages),
+                acct,
             )
         };
         // SAFETY: `pin_user_pages_fd()` returns a negative errno or `nr_pages`, the number of
         // pages it pinned into `pages`, all of them long-term pins that `unpin_user_pages()`
-        // releases.
-        unsafe { Self::from_pinned(pages, nr_pages, ret) }
+        // releases. `charge` is their charge, or empty if none was asked for or the call failed.
+        unsafe { Self::from_pinned(pages, nr_pages, ret, charge) }
     }
 }
 
@@ -461,10 +528,7 @@ mod tests {
     use super::*;
     use crate::{
         cpu::nr_cpu_ids,
-        error::{
-            from_err_ptr,
-            to_result, //
-        },
+        error::from_err_ptr,
         fs::File,
         page::PAGE_SIZE,
         sizes::SZ_2M,
@@ -717,7 +781,7 @@ mod tests {
         assert!(!folio.maybe_dma_pinned());
         assert_eq!(PinStats::now(), stats.plus(1, 1));
 
-        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::WRITE)?;
+        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::WRITE, Accounting::None)?;
         assert!(all_in(&pinned, folio));
         assert_eq!(ref_count(folio), refs + PIN_BIAS);
         assert!(folio.maybe_dma_pinned());
@@ -762,7 +826,8 @@ mod tests {
         assert_eq!(ref_count(folio), refs);
         assert_eq!(PinStats::now(), stats.plus(NR, NR));
 
-        let pinned = PinnedPages::pin_user_pages_fd(&file, 3, NR, Flags::empty())?;
+        let pinned =
+            PinnedPages::pin_user_pages_fd(&file, 3, NR, Flags::empty(), Accounting::None)?;
         assert!(all_in(&pinned, folio));
         assert_eq!(pincount(folio), Some(NR as i32));
         assert_eq!(ref_count(folio), refs + NR as i32);
@@ -781,7 +846,7 @@ mod tests {
         let addr = map(&file, NR * PAGE_SIZE)?;
         // Move the pages out of ZONE_MOVABLE first: a long-term pin that migrates pages also
         // counts the pins it dropped to migrate them.
-        let first = PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::empty())?;
+        let first = PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::empty(), Accounting::None)?;
         drop(first);
         let stats = PinStats::now();
 
@@ -796,7 +861,8 @@ mod tests {
         drop(pinned);
         assert_eq!(PinStats::now(), stats.plus(NR, NR));
 
-        let mut pinned = PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::WRITE)?;
+        let mut pinned =
+            PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::WRITE, Accounting::None)?;
         assert_eq!(pinned.page_iter().count(), NR);
         assert_eq!(PinStats::now(), stats.plus(2 * NR, NR));
         pinned.unpin_dirty();
@@ -830,9 +896,9 @@ mod tests {
         assert!(unpinned());
 
         let stats = PinStats::now();
-        let ret = PinnedPages::pin_user_pages_fd(&file, 1, 2, Flags::WRITE);
+        let ret = PinnedPages::pin_user_pages_fd(&file, 1, 2, Flags::WRITE, Accounting::None);
         assert_eq!(ret.err(), Some(EINVAL));
-        let ret = PinnedPages::pin_user_pages_fd(&file, 0, 0, Flags::WRITE);
+        let ret = PinnedPages::pin_user_pages_fd(&file, 0, 0, Flags::WRITE, Accounting::None);
         assert_eq!(ret.err(), Some(EINVAL));
         let ret = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 0, Flags::WRITE);
         assert_eq!(ret.err(), Some(EINVAL));
@@ -845,13 +911,13 @@ mod tests {
             bindings::memfd_fcntl(file.as_ptr(), uapi::F_ADD_SEALS, uapi::F_SEAL_FUTURE_WRITE)
         };
         to_result(ret as c_int)?;
-        let ret = PinnedPages::pin_user_pages_fd(&file, 0, 2, Flags::WRITE);
+        let ret = PinnedPages::pin_user_pages_fd(&file, 0, 2, Flags::WRITE, Accounting::None);
         assert_eq!(ret.err(), Some(EPERM));
         assert_eq!(PinStats::now(), stats);
         assert!(unpinned());
 
         // Read-only pins of a sealed memfd are fine.
-        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 2, Flags::empty())?;
+        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 2, Flags::empty(), Accounting::None)?;
         assert_eq!(PinStats::now(), stats.plus(2, 0));
         drop(pinned);
         assert_eq!(PinStats::now(), stats.plus(2, 2));
@@ -922,10 +988,52 @@ mod tests {
         let addr = map(&file, NR * PAGE_SIZE)?;
         assert!(count_movable(addr, NR)? > 0);
         let stats = PinStats::now();
-        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::empty())?;
+        let pinned =
+            PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::empty(), Accounting::None)?;
         assert!(pinnable_with_data(&pinned)?);
         drop(pinned);
         assert!(stats.balanced_since(NR));
+        Ok(())
+    }
+
+    /// The `RLIMIT_MEMLOCK` charge counters: pages charged and pages returned since boot.
+    #[cfg(CONFIG_VM_EVENT_COUNTERS)]
+    fn memlock_events() -> Result<(usize, usize)> {
+        let nr = bindings::vm_event_item_NR_VM_EVENT_ITEMS as usize;
+        let mut events = KVec::from_elem(0, nr, GFP_KERNEL)?;
+        // SAFETY: `events` has room for every vm event counter.
+        unsafe { bindings::all_vm_events(events.as_mut_ptr()) };
+        Ok((
+            events[bindings::vm_event_item_PIN_FD_ACCOUNTED as usize],
+            events[bindings::vm_event_item_PIN_FD_UNACCOUNTED as usize],
+        ))
+    }
+
+    #[cfg(CONFIG_VM_EVENT_COUNTERS)]
+    #[test]
+    fn memlock_charge_follows_pins() -> Result {
+        const NR: usize = 8;
+        let file = memfd(false, 3 * NR * PAGE_SIZE)?;
+        let pin = |start, accounting| {
+            PinnedPages::pin_user_pages_fd(&file, start, NR, Flags::empty(), accounting)
+        };
+        // The test's thread has CAP_IPC_LOCK, so the charge goes past any limit, but it is made.
+        let (charged, returned) = memlock_events()?;
+        let mut pinned = pin(0, Accounting::Memlock)?;
+        let mut plain = pin(NR, Accounting::None)?;
+        assert_eq!(memlock_events()?, (charged + NR, returned));
+
+        // Charges move with their pins, into an uncharged object or a charged one.
+        plain.append(pin(2 * NR, Accounting::Memlock)?)?;
+        pinned.append(plain)?;
+        assert_eq!(pinned.len(), 3 * NR);
+        assert_eq!(memlock_events()?, (charged + 2 * NR, returned));
+
+        // The charge is returned with the pins, once.
+        let stats = PinStats::now();
+        pinned.unpin_dirty();
+        assert_eq!(PinStats::now(), stats.plus(0, 3 * NR));
+        assert_eq!(memlock_events()?, (charged + 2 * NR, returned + 2 * NR));
         Ok(())
     }
 }

@@ -3,11 +3,13 @@
  * pin_user_pages_fd() tests, through PIN_FD_LONGTERM_TEST_START of
  * /sys/kernel/debug/gup_test (CONFIG_GUP_TEST, root): pin a range of a memfd
  * without mapping it, read the pinned pages back with PIN_LONGTERM_TEST_READ,
- * and check the FOLL_PIN accounting in /proc/vmstat.
+ * and check the FOLL_PIN accounting in /proc/vmstat; and, with
+ * PIN_FD_TEST_FLAG_ACCOUNT, the charge of the pins to RLIMIT_MEMLOCK.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -17,12 +19,17 @@
 #include <sys/eventfd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <sys/vfs.h>
 #include <sys/wait.h>
 #include <signal.h>
 #include <time.h>
 #include <asm-generic/hugetlb_encode.h>
+#include <linux/capability.h>
 #include <linux/magic.h>
 #include <mm/gup_test.h>
 
@@ -41,17 +48,23 @@
 
 struct pins {
 	unsigned long long acquired, released;
+	/* Pages charged to RLIMIT_MEMLOCK and uncharged, if counted at all. */
+	unsigned long long accounted, unaccounted;
+	bool accounting;
 };
 
 struct zone_span {
 	unsigned long start_pfn, end_pfn;
 };
 
-/* Folds the per-cpu vmstat deltas, then reads the FOLL_PIN counters. */
+/*
+ * Folds the per-cpu vmstat deltas, then reads the FOLL_PIN counters and, if
+ * the kernel has them, the pin_user_pages_fd() memlock charge events.
+ */
 static int read_pins(struct pins *pins)
 {
+	int fd, found = 0, accounting = 0;
 	char line[128];
-	int fd, found = 0;
 	FILE *f;
 
 	fd = open("/proc/sys/vm/stat_refresh", O_WRONLY);
@@ -69,28 +82,39 @@ static int read_pins(struct pins *pins)
 	while (fgets(line, sizeof(line), f)) {
 		found += sscanf(line, "nr_foll_pin_acquired %llu", &pins->acquired) == 1;
 		found += sscanf(line, "nr_foll_pin_released %llu", &pins->released) == 1;
+		accounting += sscanf(line, "pin_fd_accounted %llu",
+				     &pins->accounted) == 1;
+		accounting += sscanf(line, "pin_fd_unaccounted %llu",
+				     &pins->unaccounted) == 1;
 	}
 	fclose(f);
+	pins->accounting = accounting == 2;
 	return found == 2 ? 0 : -ENOENT;
+}
+
+/* The number after @key in the file at @path, in @base, or -1. */
+static long long proc_num(const char *path, const char *key, int base)
+{
+	long long val = -1;
+	char line[128];
+	FILE *f;
+
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key))) {
+			val = strtoll(line + strlen(key), NULL, base);
+			break;
+		}
+	fclose(f);
+	return val;
 }
 
 /* A /proc/meminfo value (in kB), or -1. */
 static long meminfo_kb(const char *key)
 {
-	char line[128];
-	long val = -1;
-	FILE *f;
-
-	f = fopen("/proc/meminfo", "r");
-	if (!f)
-		return -1;
-	while (fgets(line, sizeof(line), f))
-		if (!strncmp(line, key, strlen(key))) {
-			val = strtol(line + strlen(key), NULL, 10);
-			break;
-		}
-	fclose(f);
-	return val;
+	return proc_num("/proc/meminfo", key, 10);
 }
 
 /*
@@ -303,14 +327,21 @@ static int pin_args(struct _test_data_pin_fd *self, struct pin_fd_test *args)
 	return ioctl(self->gup_fd, PIN_FD_LONGTERM_TEST_START, args) ? -errno : 0;
 }
 
-static int pin(struct _test_data_pin_fd *self, int fd, size_t offset, size_t size,
-	       unsigned int flags)
+/* PIN_FD_LONGTERM_TEST_START on @gup_fd; returns 0 or -errno. */
+static int pin_gup(int gup_fd, int fd, size_t offset, size_t size,
+		   unsigned int flags)
 {
 	struct pin_fd_test args = {
 		.offset = offset, .size = size, .fd = fd, .flags = flags,
 	};
 
-	return pin_args(self, &args);
+	return ioctl(gup_fd, PIN_FD_LONGTERM_TEST_START, &args) ? -errno : 0;
+}
+
+static int pin(struct _test_data_pin_fd *self, int fd, size_t offset, size_t size,
+	       unsigned int flags)
+{
+	return pin_gup(self->gup_fd, fd, offset, size, flags);
 }
 
 /*
@@ -557,7 +588,8 @@ TEST_F(pin_fd, bad_args)
 	ASSERT_EQ(0, read_pins(&self->base));
 	EXPECT_EQ(-EINVAL, pin(self, self->fd, 1, ps, 0));
 	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, ps + 1, 0));
-	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, ps, 2));
+	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, ps,
+			       PIN_FD_TEST_FLAG_ACCOUNT << 1));
 	args.reserved = 1;
 	EXPECT_EQ(-EINVAL, pin_args(self, &args));
 	check_pins(_metadata, self, 0, 0);
@@ -771,6 +803,487 @@ TEST_F(pin_fd, truncate_race)
 	ASSERT_EQ(0, read_pins(&after));
 	EXPECT_EQ(after.acquired - before.acquired,
 		  after.released - before.released);
+}
+
+/*
+ * RLIMIT_MEMLOCK accounting: PIN_FD_TEST_FLAG_ACCOUNT. The pins are taken by
+ * workers, child processes of a fresh uid or of root, through gup_test fds
+ * that the test process opened as root and shares with them: the test
+ * process reads the system-wide counters (stat_refresh needs root) and the
+ * workers' VmPin, and the pins stay whether or not their worker lives.
+ */
+#define NR_GUP		4	/* gup_test opens: one pin set each */
+#define NR_WORKERS	3
+#define LIMIT		16	/* RLIMIT_MEMLOCK of the workers, in pages */
+/* Far from the ids of real users and of subordinate (container) ranges. */
+#define FRESH_UID_BASE	0x40000000
+
+struct worker {
+	pid_t pid;
+	int sock;		/* SOCK_SEQPACKET: struct gup_req, then int */
+	int memfd;		/* the memfd to pin, shared */
+};
+
+/* A gup_test ioctl for a worker to run; it replies 0 or -errno. */
+struct gup_req {
+	unsigned long cmd;
+	int gup_fd;
+	struct pin_fd_test args;
+};
+
+FIXTURE(memlock)
+{
+	int gup[NR_GUP];
+	int memfd;		/* 2 * LIMIT pages */
+	uid_t uid;		/* no process, so no user_struct, before ours */
+	struct worker worker[NR_WORKERS];
+	struct pins base;
+	unsigned long tainted;
+};
+
+static void unpin_all(struct _test_data_memlock *self)
+{
+	for (int i = 0; i < NR_GUP; i++)
+		if (self->gup[i] >= 0)
+			ioctl(self->gup[i], PIN_LONGTERM_TEST_STOP);
+}
+
+FIXTURE_SETUP(memlock)
+{
+	int i, ret;
+
+	for (i = 0; i < NR_GUP; i++)
+		self->gup[i] = -1;
+	self->memfd = -1;
+	if (geteuid())
+		SKIP(return, "needs root");
+	for (i = 0; i < NR_GUP; i++) {
+		self->gup[i] = open(GUP_TEST_FILE, O_RDWR);
+		if (self->gup[i] < 0)
+			SKIP(return, "%s: %s (needs CONFIG_GUP_TEST, debugfs)",
+			     GUP_TEST_FILE, strerror(errno));
+	}
+	ASSERT_EQ(0, read_pins(&self->base));
+	if (!self->base.accounting)
+		SKIP(return, "no pin_fd_accounted in /proc/vmstat");
+	self->memfd = memfd_with(0, 2 * LIMIT * psize(), NULL);
+	ASSERT_LE(0, self->memfd);
+	ret = pin_gup(self->gup[0], self->memfd, 0, psize(),
+		      PIN_FD_TEST_FLAG_ACCOUNT);
+	if (ret == -EINVAL)
+		SKIP(return, "gup_test has no PIN_FD_TEST_FLAG_ACCOUNT");
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, ioctl(self->gup[0], PIN_LONGTERM_TEST_STOP));
+
+	self->uid = FRESH_UID_BASE + getpid();
+	self->tainted = read_num("/proc/sys/kernel/tainted");
+	ASSERT_EQ(0, read_pins(&self->base));
+}
+
+FIXTURE_TEARDOWN(memlock)
+{
+	for (int i = 0; i < NR_WORKERS; i++) {
+		if (self->worker[i].pid <= 0)
+			continue;
+		kill(self->worker[i].pid, SIGKILL);
+		waitpid(self->worker[i].pid, NULL, 0);
+		close(self->worker[i].sock);
+	}
+	/* The pins go with the gup_test fds, whoever took them. */
+	unpin_all(self);
+	for (int i = 0; i < NR_GUP; i++)
+		if (self->gup[i] >= 0)
+			close(self->gup[i]);
+	if (self->memfd >= 0)
+		close(self->memfd);
+}
+
+/*
+ * Gives the caller RLIMIT_MEMLOCK @limit pages and, unless @uid is 0 (stay
+ * root), makes it a process of @uid with CAP_IPC_LOCK as its only capability
+ * if @ipc_lock, or none. Returns 0 or -errno.
+ */
+static int become(uid_t uid, bool ipc_lock, size_t limit)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3] = {};
+	struct rlimit rl = { limit * psize(), limit * psize() };
+	int i = CAP_TO_INDEX(CAP_IPC_LOCK);
+
+	if (setrlimit(RLIMIT_MEMLOCK, &rl))
+		return -errno;
+	if (!uid)
+		return 0;
+	/* Leaving uid 0 clears the capabilities, unless they are kept. */
+	if ((ipc_lock && prctl(PR_SET_KEEPCAPS, 1)) || setgroups(0, NULL) ||
+	    setresgid(uid, uid, uid) || setresuid(uid, uid, uid))
+		return -errno;
+	if (!ipc_lock)
+		return 0;
+	caps[i].permitted = CAP_TO_MASK(CAP_IPC_LOCK);
+	caps[i].effective = CAP_TO_MASK(CAP_IPC_LOCK);
+	return syscall(SYS_capset, &hdr, caps) ? -errno : 0;
+}
+
+/* A field of /proc/@pid/status, such as "VmPin:" (kB), in @base; or -1. */
+static long long status_num(pid_t pid, const char *key, int base)
+{
+	char path[32];
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	return proc_num(path, key, base);
+}
+
+/*
+ * Forks @w: a process made by become(@uid, @ipc_lock, LIMIT) that runs the
+ * gup_test ioctls it is sent until its socket closes.
+ */
+static void start_worker(struct __test_metadata *_metadata,
+			 struct _test_data_memlock *self, struct worker *w,
+			 uid_t uid, bool ipc_lock)
+{
+	struct gup_req req;
+	int sv[2], ret;
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv));
+	w->memfd = self->memfd;
+	w->pid = fork();
+	ASSERT_LE(0, w->pid);
+	if (!w->pid) {
+		close(sv[0]);
+		ret = become(uid, ipc_lock, LIMIT);
+		if (send(sv[1], &ret, sizeof(ret), 0) != sizeof(ret) || ret)
+			_exit(1);
+		while (recv(sv[1], &req, sizeof(req), 0) == sizeof(req)) {
+			ret = ioctl(req.gup_fd, req.cmd, &req.args) ? -errno : 0;
+			if (send(sv[1], &ret, sizeof(ret), 0) != sizeof(ret))
+				break;
+		}
+		_exit(0);
+	}
+	close(sv[1]);
+	w->sock = sv[0];
+	ASSERT_EQ(sizeof(ret), recv(w->sock, &ret, sizeof(ret), 0));
+	ASSERT_EQ(0, ret) TH_LOG("worker of uid %u: %s", uid, strerror(-ret));
+	/* What the tests rely on: root, or exactly the capabilities asked. */
+	if (uid)
+		ASSERT_EQ(ipc_lock ? 1ULL << CAP_IPC_LOCK : 0,
+			  status_num(w->pid, "CapEff:", 16));
+}
+
+static int worker_run(struct worker *w, const struct gup_req *req)
+{
+	int ret;
+
+	if (send(w->sock, req, sizeof(*req), 0) != sizeof(*req) ||
+	    recv(w->sock, &ret, sizeof(ret), 0) != sizeof(ret))
+		return -EPIPE;
+	return ret;
+}
+
+/*
+ * Has @w pin the first @pages pages of the memfd through @gup_fd, charged to
+ * RLIMIT_MEMLOCK if @account. Returns 0 or -errno.
+ */
+static int worker_pin(struct worker *w, int gup_fd, size_t pages,
+		      bool account)
+{
+	struct gup_req req = {
+		.cmd = PIN_FD_LONGTERM_TEST_START,
+		.gup_fd = gup_fd,
+		.args = {
+			.fd = w->memfd, .size = pages * psize(),
+			.flags = account ? PIN_FD_TEST_FLAG_ACCOUNT : 0,
+		},
+	};
+
+	return worker_run(w, &req);
+}
+
+/* Same with PIN_FD_BENCHMARK: pins @per_call pages at a time, then unpins. */
+static int worker_benchmark(struct worker *w, int gup_fd, size_t pages,
+			    unsigned int per_call)
+{
+	struct gup_req req = {
+		.cmd = PIN_FD_BENCHMARK,
+		.gup_fd = gup_fd,
+		.args = {
+			.fd = w->memfd, .size = pages * psize(),
+			.flags = PIN_FD_TEST_FLAG_ACCOUNT,
+			.nr_pages_per_call = per_call,
+		},
+	};
+
+	return worker_run(w, &req);
+}
+
+static long long pins_held(const struct pins *p)
+{
+	return p->acquired - p->released;
+}
+
+static long long pins_charged(const struct pins *p)
+{
+	return p->accounted - p->unaccounted;
+}
+
+/*
+ * Checks that, since self->base, @pins more pages are pinned and @charged
+ * more are charged to memlock system-wide, and, unless @w is NULL, that @w's
+ * VmPin is @vm_pin pages (and VmLck, which pins never use, is zero).
+ */
+static void check_memlock(struct __test_metadata *_metadata,
+			  struct _test_data_memlock *self,
+			  const struct worker *w, long long pins,
+			  long long charged, long long vm_pin)
+{
+	long long vm_pin_kb = w ? status_num(w->pid, "VmPin:", 10) : -1;
+	long long pinned, now_charged;
+	struct pins now;
+
+	ASSERT_EQ(0, read_pins(&now));
+	pinned = pins_held(&now) - pins_held(&self->base);
+	now_charged = pins_charged(&now) - pins_charged(&self->base);
+	if (w)
+		TH_LOG("pinned %+lld, charged %+lld pages; VmPin %lld kB",
+		       pinned, now_charged, vm_pin_kb);
+	else
+		TH_LOG("pinned %+lld, charged %+lld pages", pinned, now_charged);
+	EXPECT_EQ(pins, pinned);
+	EXPECT_EQ(charged, now_charged);
+	if (!w)
+		return;
+	EXPECT_EQ(vm_pin * psize() / 1024, vm_pin_kb);
+	EXPECT_EQ(0, status_num(w->pid, "VmLck:", 10));
+}
+
+/*
+ * Checks that every pin and charge since self->base is gone, waiting up to
+ * 5 s for the last fput, which may be deferred; and that no WARN, such as
+ * one for a memlock counter going negative, tainted the kernel.
+ */
+static void check_released(struct __test_metadata *_metadata,
+			   struct _test_data_memlock *self)
+{
+	struct pins now;
+
+	for (int i = 0; i < 50; i++) {
+		ASSERT_EQ(0, read_pins(&now));
+		if (pins_held(&now) == pins_held(&self->base) &&
+		    pins_charged(&now) == pins_charged(&self->base))
+			break;
+		usleep(100000);
+	}
+	check_memlock(_metadata, self, NULL, 0, 0, 0);
+	EXPECT_EQ(self->tainted, read_num("/proc/sys/kernel/tainted"));
+}
+
+/* Sends @nr fds over @sock with SCM_RIGHTS. Returns 0 or -errno. */
+static int send_fds(int sock, const int *fds, int nr)
+{
+	union {
+		char buf[CMSG_SPACE(NR_GUP * sizeof(int))];
+		struct cmsghdr align;
+	} u = {};
+	struct iovec iov = { .iov_base = "f", .iov_len = 1 };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = u.buf,
+		.msg_controllen = CMSG_SPACE(nr * sizeof(int)),
+	};
+	struct cmsghdr *cmsg = CMSG_FIRSTHDR(&msg);
+
+	cmsg->cmsg_level = SOL_SOCKET;
+	cmsg->cmsg_type = SCM_RIGHTS;
+	cmsg->cmsg_len = CMSG_LEN(nr * sizeof(int));
+	memcpy(CMSG_DATA(cmsg), fds, nr * sizeof(int));
+	return sendmsg(sock, &msg, 0) == 1 ? 0 : -errno;
+}
+
+/* Receives up to NR_GUP fds from @sock. Returns how many, or -errno. */
+static int recv_fds(int sock, int *fds)
+{
+	union {
+		char buf[CMSG_SPACE(NR_GUP * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	char c;
+	struct iovec iov = { .iov_base = &c, .iov_len = 1 };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *cmsg;
+	int nr;
+
+	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) < 0)
+		return -errno;
+	cmsg = CMSG_FIRSTHDR(&msg);
+	if (!cmsg || cmsg->cmsg_level != SOL_SOCKET ||
+	    cmsg->cmsg_type != SCM_RIGHTS)
+		return 0;
+	nr = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+	memcpy(fds, CMSG_DATA(cmsg), nr * sizeof(int));
+	return nr;
+}
+
+/*
+ * Limits hold exactly, over several pin sets; a refused pin leaves nothing;
+ * accounting is asked for; and unpinning returns the quota.
+ */
+TEST_F(memlock, limit)
+{
+	struct worker *w = &self->worker[0];
+
+	start_worker(_metadata, self, w, self->uid, false);
+
+	/* More than the limit in one go. */
+	EXPECT_EQ(-ENOMEM, worker_pin(w, self->gup[0], LIMIT + 1, true));
+	check_memlock(_metadata, self, w, 0, 0, 0);
+
+	/* The limit exactly, in two pin sets. */
+	ASSERT_EQ(0, worker_pin(w, self->gup[0], 1, true));
+	ASSERT_EQ(0, worker_pin(w, self->gup[1], LIMIT - 1, true));
+	check_memlock(_metadata, self, w, LIMIT, LIMIT, LIMIT);
+
+	/* One page more is refused, with nothing left pinned or charged. */
+	EXPECT_EQ(-ENOMEM, worker_pin(w, self->gup[2], 1, true));
+	check_memlock(_metadata, self, w, LIMIT, LIMIT, LIMIT);
+
+	/* Accounting is opt-in: without the flag, nothing limits the pin. */
+	EXPECT_EQ(0, worker_pin(w, self->gup[2], 1, false));
+	check_memlock(_metadata, self, w, LIMIT + 1, LIMIT, LIMIT);
+	ASSERT_EQ(0, ioctl(self->gup[2], PIN_LONGTERM_TEST_STOP));
+
+	/* The quota returns to the pinner, even if another process unpins. */
+	ASSERT_EQ(0, ioctl(self->gup[1], PIN_LONGTERM_TEST_STOP));
+	check_memlock(_metadata, self, w, 1, 1, 1);
+	EXPECT_EQ(0, worker_pin(w, self->gup[1], LIMIT - 1, true));
+	EXPECT_EQ(-ENOMEM, worker_pin(w, self->gup[2], 1, true));
+	check_memlock(_metadata, self, w, LIMIT, LIMIT, LIMIT);
+
+	unpin_all(self);
+	check_released(_metadata, self);
+}
+
+/*
+ * In a child: opens gup_test twice, becomes a process of self->uid, pins
+ * LIMIT pages through them with accounting and sends them over @sock.
+ * Returns the child's exit status.
+ */
+static int pin_and_pass(struct _test_data_memlock *self, int sock)
+{
+	int gup[2] = {
+		open(GUP_TEST_FILE, O_RDWR), open(GUP_TEST_FILE, O_RDWR),
+	};
+
+	if (gup[0] < 0 || gup[1] < 0 || become(self->uid, false, LIMIT))
+		return 1;
+	if (pin_gup(gup[0], self->memfd, 0, psize(), PIN_FD_TEST_FLAG_ACCOUNT) ||
+	    pin_gup(gup[1], self->memfd, 0, (LIMIT - 1) * psize(),
+		    PIN_FD_TEST_FLAG_ACCOUNT))
+		return 2;
+	return send_fds(sock, gup, 2) ? 3 : 0;
+}
+
+/*
+ * The pinner exits while its pins live on, in gup_test fds in flight over a
+ * unix socket: the charge stays with its user until they are closed, then
+ * exactly all of it comes back.
+ */
+TEST_F(memlock, pinner_exits)
+{
+	struct worker *w = &self->worker[0];
+	int sv[2], fds[NR_GUP], status;
+	pid_t pid;
+
+	/*
+	 * A process of self->uid lives throughout: it keeps the user_struct,
+	 * and with it any charge that would be leaked, or returned twice.
+	 */
+	start_worker(_metadata, self, w, self->uid, false);
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv));
+	pid = fork();
+	ASSERT_LE(0, pid);
+	if (!pid)
+		_exit(pin_and_pass(self, sv[1]));
+	close(sv[1]);
+	/* Reaped before its fds are received: nothing but the socket has them. */
+	ASSERT_EQ(pid, waitpid(pid, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(0, WEXITSTATUS(status));
+	check_memlock(_metadata, self, w, LIMIT, LIMIT, 0);
+	EXPECT_EQ(-ENOMEM, worker_pin(w, self->gup[0], 1, true));
+
+	ASSERT_EQ(2, recv_fds(sv[0], fds));
+	close(fds[0]);
+	close(fds[1]);
+	close(sv[0]);
+	check_released(_metadata, self);
+
+	EXPECT_EQ(0, worker_pin(w, self->gup[0], LIMIT, true));
+	EXPECT_EQ(-ENOMEM, worker_pin(w, self->gup[1], 1, true));
+	check_memlock(_metadata, self, w, LIMIT, LIMIT, LIMIT);
+}
+
+/*
+ * CAP_IPC_LOCK lifts the limit and leaves the user's quota alone; the pins
+ * still show in VmPin and in the charge events.
+ */
+TEST_F(memlock, ipc_lock)
+{
+	struct worker *root = &self->worker[0], *capable = &self->worker[1];
+	struct worker *user = &self->worker[2];
+
+	start_worker(_metadata, self, root, 0, false);
+	EXPECT_EQ(0, worker_pin(root, self->gup[0], 2 * LIMIT, true));
+	check_memlock(_metadata, self, root, 2 * LIMIT, 2 * LIMIT, 2 * LIMIT);
+
+	/* Not root, and CAP_IPC_LOCK only. */
+	start_worker(_metadata, self, capable, self->uid, true);
+	EXPECT_EQ(0, worker_pin(capable, self->gup[1], 2 * LIMIT, true));
+	check_memlock(_metadata, self, capable, 4 * LIMIT, 4 * LIMIT,
+		      2 * LIMIT);
+
+	/* Its user's other processes still have all of their quota. */
+	start_worker(_metadata, self, user, self->uid, false);
+	EXPECT_EQ(0, worker_pin(user, self->gup[2], LIMIT, true));
+	EXPECT_EQ(-ENOMEM, worker_pin(user, self->gup[3], 1, true));
+	check_memlock(_metadata, self, user, 5 * LIMIT, 5 * LIMIT, LIMIT);
+
+	unpin_all(self);
+	check_released(_metadata, self);
+}
+
+/*
+ * PIN_FD_BENCHMARK pins a chunk at a time under one charge, and unpins and
+ * uncharges it all before it returns, also when a chunk is refused.
+ */
+TEST_F(memlock, benchmark)
+{
+	struct worker *w = &self->worker[0];
+	struct pins now;
+
+	start_worker(_metadata, self, w, self->uid, false);
+	EXPECT_EQ(0, worker_benchmark(w, self->gup[0], LIMIT, 3));
+	ASSERT_EQ(0, read_pins(&now));
+	EXPECT_EQ(LIMIT, now.accounted - self->base.accounted);
+	EXPECT_EQ(LIMIT, now.unaccounted - self->base.unaccounted);
+	check_memlock(_metadata, self, w, 0, 0, 0);
+
+	/* The sixth chunk goes over the limit. */
+	EXPECT_EQ(-ENOMEM, worker_benchmark(w, self->gup[0], LIMIT + 1, 3));
+	check_memlock(_metadata, self, w, 0, 0, 0);
+
+	/* What is pinned elsewhere counts. */
+	ASSERT_EQ(0, worker_pin(w, self->gup[1], 1, true));
+	EXPECT_EQ(-ENOMEM, worker_benchmark(w, self->gup[0], LIMIT, 3));
+	check_memlock(_metadata, self, w, 1, 1, 1);
+
+	unpin_all(self);
+	check_released(_metadata, self);
 }
 
 TEST_HARNESS_MAIN

@@ -7,12 +7,15 @@
  * pins may migrate the pages, out of ZONE_MOVABLE with movablecore=) and
  * after must read back through the dma-buf's mmap, with CPU access syncs;
  * and the pins must balance once the buffers are gone, also when the
- * process holding them is killed. The pin counters are system-wide: run
- * the test alone.
+ * process holding them is killed. With <module>.account_memlock=1 on the
+ * command line (udmabuf_rs), buffers must be charged to their creator's
+ * RLIMIT_MEMLOCK until they are released; without it, never. The pin and
+ * charge counters are system-wide: run the test alone.
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <grp.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
@@ -22,7 +25,12 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/wait.h>
+#include <linux/capability.h>
 #include <linux/dma-buf.h>
 #include <linux/udmabuf.h>
 
@@ -79,6 +87,37 @@ static long read_vmstat(const char *name)
 static long pins_held(void)
 {
 	return read_vmstat("nr_foll_pin_acquired") - read_vmstat("nr_foll_pin_released");
+}
+
+/* System-wide: pages pinned, and pages pinned with a memlock charge. */
+struct usage {
+	long pins;
+	long charged;
+};
+
+static struct usage usage_now(void)
+{
+	return (struct usage){
+		.pins = pins_held(),
+		.charged = read_vmstat("pin_fd_accounted") -
+			   read_vmstat("pin_fd_unaccounted"),
+	};
+}
+
+/*
+ * Waits up to 5 s, as the last fput of a buffer may run from a work item,
+ * for @pins pages more than @base to be pinned and @charged more charged.
+ */
+static void wait_usage(const struct usage *base, long pins, long charged)
+{
+	for (int i = 0; i < 50; i++) {
+		struct usage now = usage_now();
+
+		if (now.pins - base->pins == pins &&
+		    now.charged - base->charged == charged)
+			return;
+		usleep(100000);
+	}
 }
 
 static int memfd_sized(size_t size, unsigned int seals, bool huge)
@@ -176,22 +215,37 @@ FIXTURE_TEARDOWN(udmabuf)
 	EXPECT_EQ(__held, pins_held());					\
 } while (0)
 
+/* Whether the command line has <module>.@param, for the module of device @dev. */
+static bool module_param_set(const char *dev, const char *param)
+{
+	char cmdline[4096] = "", want[128];
+	const char *module = strrchr(dev, '/');
+	int fd = open("/proc/cmdline", O_RDONLY);
+	ssize_t len;
+
+	if (fd < 0)
+		return false;
+	len = read(fd, cmdline, sizeof(cmdline) - 1);
+	close(fd);
+	if (len < 0)
+		return false;
+	snprintf(want, sizeof(want), "%s.%s", module ? module + 1 : dev, param);
+	return strstr(cmdline, want);
+}
+
 /* Whether every module has size_limit_mb=4096 on the command line. */
 static bool size_limit_4096(int nr, const char **names)
 {
-	char cmdline[4096] = "", want[64];
-	int fd = open("/proc/cmdline", O_RDONLY);
-
-	if (fd < 0 || read(fd, cmdline, sizeof(cmdline) - 1) < 0)
-		return false;
-	close(fd);
-	for (int i = 0; i < nr; i++) {
-		snprintf(want, sizeof(want), "%s.size_limit_mb=4096",
-			 strrchr(names[i], '/') + 1);
-		if (!strstr(cmdline, want))
+	for (int i = 0; i < nr; i++)
+		if (!module_param_set(names[i], "size_limit_mb=4096"))
 			return false;
-	}
 	return true;
+}
+
+/* Whether @dev charges its buffers to their creator's RLIMIT_MEMLOCK. */
+static bool accounts_memlock(const char *dev)
+{
+	return module_param_set(dev, "account_memlock=1");
 }
 
 TEST_F(udmabuf, bad_inputs)
@@ -354,7 +408,7 @@ TEST_F(udmabuf, data_hugetlb)
 TEST_F(udmabuf, killed_holder)
 {
 	for (int d = 0; d < self->nr; d++) {
-		long held = pins_held();
+		struct usage base = usage_now(), now;
 		int ready[2], status;
 		pid_t pid;
 		char c;
@@ -380,14 +434,549 @@ TEST_F(udmabuf, killed_holder)
 		close(ready[1]);
 		ASSERT_EQ(1, read(ready[0], &c, 1)) TH_LOG("%s: child failed", self->name[d]);
 		close(ready[0]);
-		EXPECT_LT(held, pins_held());
+		EXPECT_LT(base.pins, pins_held());
 		kill(pid, SIGKILL);
 		ASSERT_EQ(pid, waitpid(pid, &status, 0));
 		EXPECT_TRUE(WIFSIGNALED(status));
-		/* The last fput of the buffers may run from a work item. */
-		for (int i = 0; i < 50 && pins_held() != held; i++)
-			usleep(100000);
-		EXPECT_EQ(held, pins_held()) TH_LOG("%s: pins left", self->name[d]);
+		wait_usage(&base, 0, 0);
+		now = usage_now();
+		EXPECT_EQ(base.pins, now.pins) TH_LOG("%s: pins left", self->name[d]);
+		/* With account_memlock=1, the charge goes with the pins. */
+		EXPECT_EQ(base.charged, now.charged) TH_LOG("%s: charge left", self->name[d]);
+	}
+}
+
+/*
+ * RLIMIT_MEMLOCK accounting. Buffers are created by workers, child processes
+ * of a fresh uid or of root, with the device fds and memfds of the test
+ * process, opened as root (the devices may be root-only); the workers hand
+ * the buffers over, and the test process, root, reads the system-wide
+ * counters (stat_refresh needs root) and the workers' VmPin.
+ */
+#define LIMIT		16	/* RLIMIT_MEMLOCK of the workers, in pages */
+#define NR_WORKERS	3
+#define MAX_FDS		4	/* passed in one message */
+/* Far from the ids of real users and of subordinate (container) ranges. */
+#define FRESH_UID_BASE	0x40000000
+
+struct worker {
+	pid_t pid;
+	int sock;		/* SOCK_SEQPACKET: struct create_req, then a reply */
+};
+
+/* A buffer for a worker to create, from the start of @memfd. */
+struct create_req {
+	int dev;		/* fds of the test process, inherited */
+	int memfd;
+	unsigned int count;	/* 0: UDMABUF_CREATE, else a list of @count items */
+	uint64_t size;		/* of the buffer, or of each item */
+};
+
+/*
+ * Gives the caller RLIMIT_MEMLOCK @limit pages and, unless @uid is 0 (stay
+ * root), makes it a process of @uid with CAP_IPC_LOCK as its only capability
+ * if @ipc_lock, or none. Returns 0 or -errno.
+ */
+static int become(uid_t uid, bool ipc_lock, size_t limit)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3] = {};
+	struct rlimit rl = { limit * getpagesize(), limit * getpagesize() };
+	int i = CAP_TO_INDEX(CAP_IPC_LOCK);
+
+	if (setrlimit(RLIMIT_MEMLOCK, &rl))
+		return -errno;
+	if (!uid)
+		return 0;
+	/* Leaving uid 0 clears the capabilities, unless they are kept. */
+	if ((ipc_lock && prctl(PR_SET_KEEPCAPS, 1)) || setgroups(0, NULL) ||
+	    setresgid(uid, uid, uid) || setresuid(uid, uid, uid))
+		return -errno;
+	if (!ipc_lock)
+		return 0;
+	caps[i].permitted = CAP_TO_MASK(CAP_IPC_LOCK);
+	caps[i].effective = CAP_TO_MASK(CAP_IPC_LOCK);
+	return syscall(SYS_capset, &hdr, caps) ? -errno : 0;
+}
+
+/* A field of /proc/@pid/status, such as "VmPin:" (kB), in @base; or -1. */
+static long long status_num(pid_t pid, const char *key, int base)
+{
+	char path[32], line[128];
+	long long val = -1;
+	FILE *f;
+
+	snprintf(path, sizeof(path), "/proc/%d/status", pid);
+	f = fopen(path, "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key))) {
+			val = strtoll(line + strlen(key), NULL, base);
+			break;
+		}
+	fclose(f);
+	return val;
+}
+
+static unsigned long read_tainted(void)
+{
+	unsigned long val = -1;
+	FILE *f = fopen("/proc/sys/kernel/tainted", "r");
+
+	if (f) {
+		if (fscanf(f, "%lu", &val) != 1)
+			val = -1;
+		fclose(f);
+	}
+	return val;
+}
+
+/* Sends @val, and the @nr (up to MAX_FDS) @fds with SCM_RIGHTS. 0 or -errno. */
+static int send_fds(int sock, int val, const int *fds, int nr)
+{
+	union {
+		char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} u = {};
+	struct iovec iov = { .iov_base = &val, .iov_len = sizeof(val) };
+	struct msghdr msg = { .msg_iov = &iov, .msg_iovlen = 1 };
+	struct cmsghdr *cmsg;
+
+	if (nr) {
+		msg.msg_control = u.buf;
+		msg.msg_controllen = CMSG_SPACE(nr * sizeof(int));
+		cmsg = CMSG_FIRSTHDR(&msg);
+		cmsg->cmsg_level = SOL_SOCKET;
+		cmsg->cmsg_type = SCM_RIGHTS;
+		cmsg->cmsg_len = CMSG_LEN(nr * sizeof(int));
+		memcpy(CMSG_DATA(cmsg), fds, nr * sizeof(int));
+	}
+	return sendmsg(sock, &msg, 0) == sizeof(val) ? 0 : -errno;
+}
+
+/* Receives a value into @val and up to MAX_FDS fds. Returns how many, or -errno. */
+static int recv_fds(int sock, int *val, int *fds)
+{
+	union {
+		char buf[CMSG_SPACE(MAX_FDS * sizeof(int))];
+		struct cmsghdr align;
+	} u;
+	struct iovec iov = { .iov_base = val, .iov_len = sizeof(*val) };
+	struct msghdr msg = {
+		.msg_iov = &iov, .msg_iovlen = 1,
+		.msg_control = u.buf, .msg_controllen = sizeof(u.buf),
+	};
+	struct cmsghdr *cmsg;
+	int nr;
+
+	if (recvmsg(sock, &msg, MSG_CMSG_CLOEXEC) != sizeof(*val))
+		return -EPIPE;
+	cmsg = CMSG_FIRSTHDR(&msg);
+	if (!cmsg || cmsg->cmsg_level != SOL_SOCKET || cmsg->cmsg_type != SCM_RIGHTS)
+		return 0;
+	nr = (cmsg->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+	memcpy(fds, CMSG_DATA(cmsg), nr * sizeof(int));
+	return nr;
+}
+
+/*
+ * Forks @w: a process made by become(@uid, @ipc_lock, LIMIT) that creates the
+ * buffers it is asked for until its socket closes, and sends them back.
+ */
+static void start_worker(struct __test_metadata *_metadata, struct worker *w,
+			 uid_t uid, bool ipc_lock)
+{
+	struct create_req req;
+	int sv[2], ret, buf;
+
+	ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv));
+	w->pid = fork();
+	ASSERT_LE(0, w->pid);
+	if (!w->pid) {
+		close(sv[0]);
+		ret = become(uid, ipc_lock, LIMIT);
+		if (send(sv[1], &ret, sizeof(ret), 0) != sizeof(ret) || ret)
+			_exit(1);
+		while (recv(sv[1], &req, sizeof(req), 0) == sizeof(req)) {
+			buf = req.count ? create_list(req.dev, req.memfd, req.count, req.size) :
+					  create(req.dev, req.memfd, 0, req.size);
+			/* The test process holds the buffer: its creator keeps none. */
+			ret = send_fds(sv[1], buf, &buf, buf >= 0);
+			if (buf >= 0)
+				close(buf);
+			if (ret)
+				break;
+		}
+		_exit(0);
+	}
+	close(sv[1]);
+	w->sock = sv[0];
+	ASSERT_EQ(sizeof(ret), recv(w->sock, &ret, sizeof(ret), 0));
+	ASSERT_EQ(0, ret) TH_LOG("worker of uid %u: %s", uid, strerror(-ret));
+	/* What the tests rely on: root, or exactly the capabilities asked. */
+	if (uid)
+		ASSERT_EQ(ipc_lock ? 1ULL << CAP_IPC_LOCK : 0,
+			  status_num(w->pid, "CapEff:", 16));
+}
+
+static void stop_worker(struct worker *w)
+{
+	if (w->pid <= 0)
+		return;
+	kill(w->pid, SIGKILL);
+	waitpid(w->pid, NULL, 0);
+	close(w->sock);
+	w->pid = 0;
+}
+
+/*
+ * Has @w create a buffer of @size bytes of @memfd on @dev, or a list of
+ * @count items of @size bytes. Returns the buffer's fd here, or -errno.
+ */
+static int worker_create(struct worker *w, int dev, int memfd,
+			 unsigned int count, size_t size)
+{
+	struct create_req req = {
+		.dev = dev, .memfd = memfd, .count = count, .size = size,
+	};
+	int ret, fd, nr;
+
+	if (send(w->sock, &req, sizeof(req), 0) != sizeof(req))
+		return -EPIPE;
+	nr = recv_fds(w->sock, &ret, &fd);
+	if (nr < 0)
+		return nr;
+	return nr ? fd : ret < 0 ? ret : -EPROTO;
+}
+
+/*
+ * Checks that, since @base, @pins more pages are pinned and @charged more
+ * charged system-wide, and, unless @w is NULL, that @w's VmPin is @vm_pin
+ * pages (and VmLck, which pins never use, is zero).
+ */
+static void check_usage(struct __test_metadata *_metadata, const char *name,
+			const struct usage *base, const struct worker *w,
+			long pins, long charged, long vm_pin)
+{
+	long long vm_pin_kb = w ? status_num(w->pid, "VmPin:", 10) : -1;
+	struct usage now = usage_now();
+
+	if (w)
+		TH_LOG("%s: pinned %+ld, charged %+ld pages; VmPin %lld kB", name,
+		       now.pins - base->pins, now.charged - base->charged, vm_pin_kb);
+	else
+		TH_LOG("%s: pinned %+ld, charged %+ld pages", name,
+		       now.pins - base->pins, now.charged - base->charged);
+	EXPECT_EQ(pins, now.pins - base->pins);
+	EXPECT_EQ(charged, now.charged - base->charged);
+	if (!w)
+		return;
+	EXPECT_EQ(vm_pin * getpagesize() / 1024, vm_pin_kb);
+	EXPECT_EQ(0, status_num(w->pid, "VmLck:", 10));
+}
+
+/*
+ * Without <module>.account_memlock=1, and always with C udmabuf, nothing is
+ * charged: a process without CAP_IPC_LOCK creates a buffer of twice its
+ * RLIMIT_MEMLOCK, and neither its VmPin nor the charge counters move.
+ */
+TEST_F(udmabuf, not_charged)
+{
+	size_t size = 2 * LIMIT * self->page;
+	struct worker w = { 0 };
+	int memfd, buf;
+
+	if (geteuid())
+		SKIP(return, "needs root");
+	if (read_vmstat("pin_fd_accounted") < 0)
+		SKIP(return, "no pin_fd_accounted in /proc/vmstat");
+	memfd = memfd_sized(size, F_SEAL_SHRINK, false);
+	ASSERT_LE(0, memfd);
+	for (int d = 0; d < self->nr; d++) {
+		struct usage base = usage_now(), now;
+
+		if (accounts_memlock(self->name[d])) {
+			TH_LOG("%s: account_memlock=1, see the memlock tests", self->name[d]);
+			continue;
+		}
+		start_worker(_metadata, &w, FRESH_UID_BASE + getpid(), false);
+		buf = worker_create(&w, self->dev[d], memfd, 0, size);
+		EXPECT_LE(0, buf) TH_LOG("%s: %s", self->name[d], strerror(-buf));
+		/* C udmabuf pins a folio at a time: the pin count may be lower. */
+		now = usage_now();
+		TH_LOG("%s: pinned %+ld, charged %+ld", self->name[d],
+		       now.pins - base.pins, now.charged - base.charged);
+		EXPECT_LT(base.pins, now.pins);
+		EXPECT_EQ(base.charged, now.charged);
+		EXPECT_EQ(0, status_num(w.pid, "VmPin:", 10));
+		if (buf >= 0)
+			close(buf);
+		stop_worker(&w);
+		wait_usage(&base, 0, 0);
+		EXPECT_EQ(base.pins, pins_held()) TH_LOG("%s: pins left", self->name[d]);
+	}
+	close(memfd);
+}
+
+/* Tests on the devices whose module has account_memlock=1. */
+FIXTURE(memlock) {
+	int nr;
+	int dev[MAX_DEVS];
+	const char *name[MAX_DEVS];
+	int memfd;		/* 2 * LIMIT pages */
+	uid_t uid;		/* no process, so no user_struct, before ours */
+	unsigned long tainted;
+	struct worker worker[NR_WORKERS];
+};
+
+FIXTURE_SETUP(memlock)
+{
+	find_devs();
+	self->nr = 0;
+	self->memfd = -1;
+	if (geteuid())
+		SKIP(return, "needs root");
+	for (int i = 0; i < nr_devs; i++) {
+		int fd;
+
+		if (!accounts_memlock(devs[i]))
+			continue;
+		fd = open(devs[i], O_RDWR);
+		if (fd < 0) {
+			TH_LOG("%s: %s, not tested", devs[i], strerror(errno));
+			continue;
+		}
+		self->name[self->nr] = devs[i];
+		self->dev[self->nr++] = fd;
+	}
+	if (!self->nr)
+		SKIP(return, "no device with <module>.account_memlock=1 on the command line");
+	if (read_vmstat("pin_fd_accounted") < 0)
+		SKIP(return, "no pin_fd_accounted in /proc/vmstat");
+	self->memfd = memfd_sized(2 * LIMIT * getpagesize(), F_SEAL_SHRINK, false);
+	ASSERT_LE(0, self->memfd);
+	self->uid = FRESH_UID_BASE + getpid();
+	self->tainted = read_tainted();
+}
+
+FIXTURE_TEARDOWN(memlock)
+{
+	for (int i = 0; i < NR_WORKERS; i++)
+		stop_worker(&self->worker[i]);
+	for (int i = 0; i < self->nr; i++)
+		close(self->dev[i]);
+	if (self->memfd >= 0)
+		close(self->memfd);
+}
+
+/*
+ * Checks that every pin and charge since @base is gone, and that no WARN,
+ * such as one for a memlock counter going negative, tainted the kernel.
+ */
+static void check_released(struct __test_metadata *_metadata,
+			   struct _test_data_memlock *self, const char *name,
+			   const struct usage *base)
+{
+	wait_usage(base, 0, 0);
+	check_usage(_metadata, name, base, NULL, 0, 0, 0);
+	EXPECT_EQ(self->tainted, read_tainted());
+}
+
+/*
+ * Limits hold exactly, over several buffers; a refused buffer, even a list
+ * refused at its second item, leaves nothing pinned or charged.
+ */
+TEST_F(memlock, limit)
+{
+	size_t ps = getpagesize();
+
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d];
+		struct worker *w = &self->worker[0];
+		struct usage base = usage_now();
+		int dev = self->dev[d], one, list;
+
+		start_worker(_metadata, w, self->uid, false);
+		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, (LIMIT + 1) * ps));
+		check_usage(_metadata, name, &base, w, 0, 0, 0);
+
+		/* 1 + LIMIT / 2 pages fit, 1 + 2 * LIMIT / 2 do not. */
+		one = worker_create(w, dev, self->memfd, 0, ps);
+		ASSERT_LE(0, one) TH_LOG("%s: %s", name, strerror(-one));
+		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 2, LIMIT / 2 * ps));
+		check_usage(_metadata, name, &base, w, 1, 1, 1);
+
+		/* The limit exactly: 1 + 3 * 5 pages. */
+		list = worker_create(w, dev, self->memfd, 3, (LIMIT - 1) / 3 * ps);
+		ASSERT_LE(0, list) TH_LOG("%s: %s", name, strerror(-list));
+		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+
+		/* One page more is refused, alone or in a list. */
+		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
+		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 1, ps));
+		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+
+		close(one);
+		close(list);
+		check_released(_metadata, self, name, &base);
+		stop_worker(w);
+	}
+}
+
+/* Releasing a buffer returns exactly its pages to its creator's quota. */
+TEST_F(memlock, close_returns_quota)
+{
+	size_t ps = getpagesize();
+
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d];
+		struct worker *w = &self->worker[0];
+		struct usage base = usage_now();
+		int dev = self->dev[d], one, list, all;
+
+		start_worker(_metadata, w, self->uid, false);
+		one = worker_create(w, dev, self->memfd, 0, ps);
+		ASSERT_LE(0, one) TH_LOG("%s: %s", name, strerror(-one));
+		list = worker_create(w, dev, self->memfd, 3, (LIMIT - 1) / 3 * ps);
+		ASSERT_LE(0, list) TH_LOG("%s: %s", name, strerror(-list));
+		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+
+		close(list);
+		wait_usage(&base, 1, 1);
+		check_usage(_metadata, name, &base, w, 1, 1, 1);
+		list = worker_create(w, dev, self->memfd, 3, (LIMIT - 1) / 3 * ps);
+		ASSERT_LE(0, list) TH_LOG("%s: %s", name, strerror(-list));
+		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
+
+		close(one);
+		close(list);
+		check_released(_metadata, self, name, &base);
+		check_usage(_metadata, name, &base, w, 0, 0, 0);
+
+		/* The whole quota, no more. */
+		all = worker_create(w, dev, self->memfd, 0, LIMIT * ps);
+		ASSERT_LE(0, all) TH_LOG("%s: %s", name, strerror(-all));
+		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
+		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+		close(all);
+		check_released(_metadata, self, name, &base);
+		stop_worker(w);
+	}
+}
+
+/*
+ * In a child: becomes a process of self->uid, creates buffers of LIMIT pages
+ * in all on @dev and sends them over @sock. Returns the child's exit status.
+ */
+static int create_and_pass(struct _test_data_memlock *self, int dev, int sock)
+{
+	size_t ps = getpagesize();
+	int bufs[2];
+
+	if (become(self->uid, false, LIMIT))
+		return 1;
+	bufs[0] = create(dev, self->memfd, 0, ps);
+	bufs[1] = create_list(dev, self->memfd, 3, (LIMIT - 1) / 3 * ps);
+	if (bufs[0] < 0 || bufs[1] < 0)
+		return 2;
+	return send_fds(sock, 0, bufs, 2) ? 3 : 0;
+}
+
+/*
+ * The creator exits while its buffers live on, in flight over a unix socket:
+ * the charge stays with its user until they are released, then exactly all
+ * of it comes back.
+ */
+TEST_F(memlock, creator_exits)
+{
+	size_t ps = getpagesize();
+
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d];
+		struct worker *w = &self->worker[0];
+		struct usage base = usage_now();
+		int dev = self->dev[d], sv[2], bufs[MAX_FDS], val, status, all;
+		pid_t pid;
+
+		/*
+		 * A process of self->uid lives throughout: it keeps the
+		 * user_struct, and with it any charge that would be leaked, or
+		 * returned twice.
+		 */
+		start_worker(_metadata, w, self->uid, false);
+		ASSERT_EQ(0, socketpair(AF_UNIX, SOCK_SEQPACKET, 0, sv));
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (!pid)
+			_exit(create_and_pass(self, dev, sv[1]));
+		close(sv[1]);
+		/* Reaped before its buffers are received: only the socket has them. */
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		ASSERT_TRUE(WIFEXITED(status));
+		ASSERT_EQ(0, WEXITSTATUS(status)) TH_LOG("%s: creator failed", name);
+		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, 0);
+		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
+
+		ASSERT_EQ(2, recv_fds(sv[0], &val, bufs));
+		close(bufs[0]);
+		close(bufs[1]);
+		close(sv[0]);
+		check_released(_metadata, self, name, &base);
+
+		all = worker_create(w, dev, self->memfd, 0, LIMIT * ps);
+		ASSERT_LE(0, all) TH_LOG("%s: %s", name, strerror(-all));
+		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
+		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+		close(all);
+		check_released(_metadata, self, name, &base);
+		stop_worker(w);
+	}
+}
+
+/*
+ * CAP_IPC_LOCK lifts the limit and leaves the user's quota alone; the pages
+ * still show in VmPin and in the charge counters.
+ */
+TEST_F(memlock, ipc_lock)
+{
+	size_t ps = getpagesize();
+
+	for (int d = 0; d < self->nr; d++) {
+		struct worker *root = &self->worker[0], *capable = &self->worker[1];
+		struct worker *user = &self->worker[2];
+		const char *name = self->name[d];
+		struct usage base = usage_now();
+		int dev = self->dev[d], bufs[3];
+
+		/* Before any buffer: a worker forked later would inherit it. */
+		start_worker(_metadata, root, 0, false);
+		start_worker(_metadata, capable, self->uid, true);
+		start_worker(_metadata, user, self->uid, false);
+
+		bufs[0] = worker_create(root, dev, self->memfd, 0, 2 * LIMIT * ps);
+		ASSERT_LE(0, bufs[0]) TH_LOG("%s: %s", name, strerror(-bufs[0]));
+		check_usage(_metadata, name, &base, root, 2 * LIMIT, 2 * LIMIT, 2 * LIMIT);
+
+		/* Not root, and CAP_IPC_LOCK only. */
+		bufs[1] = worker_create(capable, dev, self->memfd, 2, LIMIT * ps);
+		ASSERT_LE(0, bufs[1]) TH_LOG("%s: %s", name, strerror(-bufs[1]));
+		check_usage(_metadata, name, &base, capable, 4 * LIMIT, 4 * LIMIT, 2 * LIMIT);
+
+		/* Its user's other processes still have all of their quota. */
+		bufs[2] = worker_create(user, dev, self->memfd, 0, LIMIT * ps);
+		ASSERT_LE(0, bufs[2]) TH_LOG("%s: %s", name, strerror(-bufs[2]));
+		EXPECT_EQ(-ENOMEM, worker_create(user, dev, self->memfd, 0, ps));
+		check_usage(_metadata, name, &base, user, 5 * LIMIT, 5 * LIMIT, LIMIT);
+
+		for (int i = 0; i < 3; i++)
+			close(bufs[i]);
+		check_released(_metadata, self, name, &base);
+		stop_worker(root);
+		stop_worker(capable);
+		stop_worker(user);
 	}
 }
 
