@@ -5,6 +5,7 @@
 //! their spread and the ratio of the two arms.
 
 use crate::ctx::Ctx;
+use crate::plot;
 use crate::vm;
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -209,6 +210,79 @@ pub fn table(pairs: &[Pair]) -> String {
     s
 }
 
+/// Cost per page of a pin (get) in nanoseconds, per memory kind and size,
+/// for both arms, and how much cheaper a page of a large folio is than a
+/// 4 KiB page of the same size and arm.
+pub fn per_page_table(pairs: &[Pair]) -> String {
+    let gets: Vec<(&str, f64, &Pair)> = pairs
+        .iter()
+        .filter(|p| p.what == "pin-get")
+        .filter_map(|p| plot::case_size(&p.case).map(|(m, s)| (m, s, p)))
+        .collect();
+    let cost = |p: &Pair, arm: usize, size| plot::ns_per_page(p.stats[arm].median, size);
+    let mut s = format!(
+        "{:<14} {:>9} {:>9} {:>13} {:>13}\n",
+        "pin per page", "fd (ns)", "fast (ns)", "4k/this (fd)", "4k/this (fast)"
+    );
+    for &(mem, size, p) in &gets {
+        let small = gets
+            .iter()
+            .find(|g| g.0 == "4k" && g.1 == size)
+            .map(|g| g.2);
+        let cheaper = |arm| {
+            small.map_or("-".into(), |q| {
+                format!("{:.1}x", cost(q, arm, size) / cost(p, arm, size))
+            })
+        };
+        s.push_str(&format!(
+            "{:<14} {:>9.1} {:>9.1} {:>13} {:>13}\n",
+            p.case,
+            cost(p, 0, size),
+            cost(p, 1, size),
+            if mem == "4k" { "-".into() } else { cheaper(0) },
+            if mem == "4k" { "-".into() } else { cheaper(1) },
+        ));
+    }
+    s
+}
+
+/// Draws the plots of `pairs` into `out`; returns their paths.
+fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
+    let charts = [
+        (
+            "pin-ratio.svg",
+            "pin_user_pages_fd / pin_user_pages_fast (below 1: fd is faster)",
+            "time ratio fd/fast",
+            plot::ratio_series(pairs, true),
+            false,
+            Some(1.0),
+        ),
+        (
+            "pin-per-page.svg",
+            "Cost of a pin per 4 KiB page",
+            "ns per page",
+            plot::pin_per_page_series(pairs),
+            true,
+            None,
+        ),
+        (
+            "udmabuf-ratio.svg",
+            "udmabuf_rs / udmabuf (below 1: udmabuf_rs is faster)",
+            "time ratio rs/c",
+            plot::ratio_series(pairs, false),
+            false,
+            Some(1.0),
+        ),
+    ];
+    let mut paths = Vec::new();
+    for (name, title, y, series, log_y, reference) in charts {
+        let path = out.join(name);
+        plot::draw(&path, title, y, &series, log_y, reference)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
 #[derive(Serialize)]
 struct Results<'a> {
     kernel: String,
@@ -282,8 +356,11 @@ pub fn bench(ctx: &Ctx, bzimage: &Path, kselftests: &Path, rounds: u32) -> Resul
     };
     let json = out.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
-    print!("{}", table(&pairs));
+    print!("{}\n{}", table(&pairs), per_page_table(&pairs));
     eprintln!("every sample: {}", json.display());
+    for p in plots(&out, &pairs)? {
+        eprintln!("plot: {}", p.display());
+    }
     Ok(())
 }
 
@@ -314,6 +391,19 @@ UDMABUF 2M-2M create+close rs 12.0
         assert_eq!(find("mmap-read").ratio, 0.5);
         assert!((find("create+close").ratio - 1.2).abs() < 1e-9);
         assert!(table(&pairs).contains("mmap-read"));
+    }
+
+    #[test]
+    fn per_page_costs() {
+        let samples = parse_samples(
+            "PIN 4k 2M fd 1024 1\nPIN 4k 2M fast 512 1\nPIN hugetlb 2M fd 16 1\nPIN hugetlb 2M fast 32 1\n",
+        );
+        let t = per_page_table(&pairs(&samples));
+        // 1024 us over 512 pages: 2000 ns a page; hugetlb's 31.2 ns is 64x cheaper.
+        assert!(t.contains("4k 2M"), "{t}");
+        let line = t.lines().find(|l| l.starts_with("hugetlb 2M")).unwrap();
+        let f: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(f[2..], ["31.2", "62.5", "64.0x", "16.0x"]);
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod config;
 mod ctx;
 mod fetch;
 mod ktap;
+mod plot;
 mod proc;
 mod report;
 mod series;
