@@ -24,55 +24,92 @@ pub fn ns_per_page(median_us: f64, size_mb: f64) -> f64 {
     median_us * 1000.0 / (size_mb * 256.0)
 }
 
-/// Groups the pairs that `keep` selects into one series per measure and
-/// memory kind, the points computed by `value` from a pair and its size.
-fn series(
-    pairs: &[Pair],
-    keep: impl Fn(&Pair) -> bool,
-    value: impl Fn(&Pair, f64) -> f64,
-) -> Vec<Series> {
-    let mut out: Vec<Series> = Vec::new();
-    for p in pairs.iter().filter(|p| keep(p)) {
-        let Some((mem, size)) = case_size(&p.case) else {
-            continue;
-        };
-        let label = format!("{} {mem}", p.what);
-        let point = (size, value(p, size));
-        match out.iter_mut().find(|s| s.label == label) {
-            Some(s) => s.points.push(point),
-            None => out.push(Series {
-                label,
-                points: vec![point],
-            }),
-        }
+/// Adds `point` to the series called `label`, which it creates if needed.
+fn push_point(out: &mut Vec<Series>, label: String, point: (f64, f64)) {
+    match out.iter_mut().find(|s| s.label == label) {
+        Some(s) => s.points.push(point),
+        None => out.push(Series {
+            label,
+            points: vec![point],
+        }),
     }
+}
+
+fn sort_points(mut out: Vec<Series>) -> Vec<Series> {
     for s in &mut out {
         s.points.sort_by(|a, b| a.0.total_cmp(&b.0));
     }
     out
 }
 
-/// Ratio of the arms against the size: fd/fast pin and unpin of each memory
-/// kind if `pins`, else rs/c of each udmabuf operation.
+/// Ratio of the arms against the size: of pin and unpin of each memory kind
+/// and pair of arms (fd/fast, fd/folios) if `pins`, else rs/c of each udmabuf
+/// operation.
 pub fn ratio_series(pairs: &[Pair], pins: bool) -> Vec<Series> {
-    series(
-        pairs,
-        |p| p.what.starts_with("pin-") == pins,
-        |p, _| p.ratio,
-    )
+    let mut out = Vec::new();
+    for p in pairs.iter().filter(|p| p.what.starts_with("pin-") == pins) {
+        let Some((mem, size)) = case_size(&p.case) else {
+            continue;
+        };
+        let label = match pins {
+            true => format!("{} {mem} {}/{}", p.what, p.arms[0], p.arms[1]),
+            false => format!("{} {mem}", p.what),
+        };
+        push_point(&mut out, label, (size, p.ratio));
+    }
+    sort_points(out)
+}
+
+/// The cost per page of every arm's pin (get) of one memory kind and size.
+pub struct PinCost {
+    pub mem: String,
+    pub size: f64,
+    /// (arm, nanoseconds per page), each arm once.
+    pub ns: Vec<(String, f64)>,
+}
+
+impl PinCost {
+    pub fn of(&self, arm: &str) -> Option<f64> {
+        self.ns.iter().find(|(a, _)| a == arm).map(|(_, v)| *v)
+    }
+}
+
+/// The pin costs per page of the pairs, in the order of their cases.
+pub fn pin_costs(pairs: &[Pair]) -> Vec<PinCost> {
+    let mut out: Vec<PinCost> = Vec::new();
+    for p in pairs.iter().filter(|p| p.what == "pin-get") {
+        let Some((mem, size)) = case_size(&p.case) else {
+            continue;
+        };
+        let i = match out.iter().position(|c| c.mem == mem && c.size == size) {
+            Some(i) => i,
+            None => {
+                out.push(PinCost {
+                    mem: mem.to_string(),
+                    size,
+                    ns: Vec::new(),
+                });
+                out.len() - 1
+            }
+        };
+        for (arm, st) in p.arms.iter().zip(&p.stats) {
+            if out[i].of(arm).is_none() {
+                out[i].ns.push((arm.clone(), ns_per_page(st.median, size)));
+            }
+        }
+    }
+    out
 }
 
 /// Cost per page of each arm's pin (get) against the size.
 pub fn pin_per_page_series(pairs: &[Pair]) -> Vec<Series> {
     let mut out = Vec::new();
-    for (i, arm) in ["fd", "fast"].iter().enumerate() {
-        let get = |p: &Pair| p.what == "pin-get";
-        for mut s in series(pairs, get, |p, size| ns_per_page(p.stats[i].median, size)) {
-            s.label = s.label.replace("pin-get", arm);
-            out.push(s);
+    for c in pin_costs(pairs) {
+        for (arm, ns) in c.ns {
+            push_point(&mut out, format!("{arm} {}", c.mem), (c.size, ns));
         }
     }
-    out
+    sort_points(out)
 }
 
 /// Draws `series` on a log-log or log-linear chart into an SVG file.
@@ -174,7 +211,7 @@ mod tests {
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].label, "create+close 4K");
         let r = ratio_series(&p, true);
-        let get4k = r.iter().find(|s| s.label == "pin-get 4k").unwrap();
+        let get4k = r.iter().find(|s| s.label == "pin-get 4k fd/fast").unwrap();
         assert_eq!(get4k.points, vec![(2.0, 2.0), (64.0, 0.5)]);
         let c = pin_per_page_series(&p);
         let fast4k = c.iter().find(|s| s.label == "fast 4k").unwrap();
@@ -186,6 +223,6 @@ mod tests {
         draw(&svg, "t", "ratio", &r, false, Some(1.0)).unwrap();
         draw(&dir.path().join("c.svg"), "t", "ns", &c, true, None).unwrap();
         let text = std::fs::read_to_string(svg).unwrap();
-        assert!(text.contains("<svg") && text.contains("pin-get 4k"));
+        assert!(text.contains("<svg") && text.contains("pin-get 4k fd/fast"));
     }
 }
