@@ -6,12 +6,12 @@
 
 use crate::ctx::Ctx;
 use crate::plot;
-use crate::vm;
+use crate::{build, vm};
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Memory kinds of the pin pairs: name, gup_test flags, THP setting.
 const PIN_MEMORY: &[(&str, &str, &str)] = &[
@@ -277,6 +277,81 @@ fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
     Ok(paths)
 }
 
+/// Times the pipeline on the series' `head`: an incremental build after the
+/// last patch that changes files (built without it first), a boot to a
+/// shell, the whole guest test run, and if `clean` a build into an empty
+/// build directory (ccache as it is). Returns (step, seconds).
+pub fn pipeline(ctx: &Ctx, head: &str, clean: bool) -> Result<Vec<(String, f64)>> {
+    let repo = ctx.repo();
+    let git = |args: &[&str]| ctx.git(&repo).args(args).output();
+    let last = git(&["rev-list", "-1", head, "--", "."])?;
+    let subject = git(&["log", "-1", "--format=%s", &last])?;
+    let build = |commit: &str, profile: &str, dropped| {
+        build::sync_build_tree(ctx, commit)?;
+        build::configure(ctx, profile, &[], dropped)?;
+        build::build(ctx, profile)
+    };
+    let mut steps = Vec::new();
+    let mut step = |name: String, start: Instant| {
+        eprintln!("  pipeline: {name}: {:.0} s", start.elapsed().as_secs_f64());
+        steps.push((name, start.elapsed().as_secs_f64()));
+    };
+
+    eprintln!("  pipeline: building the series without its last patch ({subject})");
+    build(
+        &format!("{last}~1"),
+        "default",
+        build::Dropped::AllowUndefined,
+    )?;
+    let start = Instant::now();
+    let built = build(head, "default", build::Dropped::Refuse)?;
+    step(
+        format!("incremental build after one patch ({subject})"),
+        start,
+    );
+
+    let out = ctx.root.join("work/bench/pipeline");
+    std::fs::create_dir_all(&out)?;
+    let kvm = vm::kvm_works(ctx, &built.bzimage, &out);
+    let start = Instant::now();
+    let log = ctx.log("bench-boot");
+    let exit = vm::vng(ctx, &built.bzimage, &out, kvm, &[])
+        .arg("--exec")
+        .arg("true")
+        .timeout(Duration::from_secs(600))
+        .run_unchecked(&log)?;
+    if exit.timed_out {
+        bail!(
+            "the guest did not boot within 10 minutes (console: {})",
+            log.display()
+        );
+    }
+    let guest = if kvm { "KVM" } else { "TCG" };
+    step(format!("boot to a shell and power off ({guest})"), start);
+
+    let start = Instant::now();
+    let run = vm::run(ctx, &built.bzimage, &built.kselftests)?;
+    if !run.problems.is_empty() {
+        bail!("the test run failed: {}", run.problems.join("; "));
+    }
+    step("whole guest test run, every boot".into(), start);
+
+    if clean {
+        let dir = ctx.build_dir("bench-clean");
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir)?;
+        }
+        let start = Instant::now();
+        build(head, "bench-clean", build::Dropped::Refuse)?;
+        step(
+            "clean build into an empty build directory, ccache warm".into(),
+            start,
+        );
+        std::fs::remove_dir_all(&dir)?;
+    }
+    Ok(steps)
+}
+
 #[derive(Serialize)]
 struct Results<'a> {
     kernel: String,
@@ -284,10 +359,18 @@ struct Results<'a> {
     rounds: u32,
     samples: &'a [Sample],
     pairs: &'a [Pair],
+    /// Steps of the pipeline and their seconds, if measured.
+    pipeline: &'a [(String, f64)],
 }
 
 /// Compiles the guest programs, boots once, and reports.
-pub fn bench(ctx: &Ctx, bzimage: &Path, kselftests: &Path, rounds: u32) -> Result<()> {
+pub fn bench(
+    ctx: &Ctx,
+    bzimage: &Path,
+    kselftests: &Path,
+    rounds: u32,
+    pipeline: &[(String, f64)],
+) -> Result<()> {
     let out = ctx.root.join("work/bench");
     std::fs::create_dir_all(&out)?;
     let out = out.canonicalize()?;
@@ -347,10 +430,14 @@ pub fn bench(ctx: &Ctx, bzimage: &Path, kselftests: &Path, rounds: u32) -> Resul
         rounds,
         samples: &samples,
         pairs: &pairs,
+        pipeline,
     };
     let json = out.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
     print!("{}\n{}", table(&pairs), per_page_table(&pairs));
+    for (step, secs) in pipeline {
+        println!("{:<70} {:>6.0} s", step, secs);
+    }
     eprintln!("every sample: {}", json.display());
     for p in plots(&out, &pairs)? {
         eprintln!("plot: {}", p.display());

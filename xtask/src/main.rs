@@ -74,6 +74,13 @@ enum Command {
         /// Rounds of every pair (arms alternate between rounds)
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// Also time the pipeline: an incremental build after one patch, a
+        /// boot, the whole guest test run
+        #[arg(long)]
+        pipeline: bool,
+        /// With --pipeline, also a clean build into an empty build directory
+        #[arg(long, requires = "pipeline")]
+        clean: bool,
     },
     /// Write each sub-series as one mbox for `b4 am` / `git am` into a directory
     Mbox {
@@ -176,12 +183,21 @@ fn run(cli: Cli) -> Result<()> {
             let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
             return r.finish(&ctx, Some(&run));
         }
-        Command::Bench { rounds } => {
+        Command::Bench {
+            rounds,
+            pipeline,
+            clean,
+        } => {
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
-            let built = build_stage(&ctx, &mut r, None)?;
+            let head = r.stage("apply", || series::apply(&ctx))?;
+            let built = build_stage(&ctx, &mut r, Some(head.clone()))?;
+            let steps = match pipeline {
+                true => r.stage("pipeline", || bench::pipeline(&ctx, &head, clean))?,
+                false => Vec::new(),
+            };
             r.stage("bench", || {
-                bench::bench(&ctx, &built.bzimage, &built.kselftests, rounds)
+                bench::bench(&ctx, &built.bzimage, &built.kselftests, rounds, &steps)
             })?;
         }
         Command::Mbox { dir } => {
