@@ -22,7 +22,9 @@ const CHECKPATCH_IGNORE: &[&str] = &[
     "BAD_REPORTED_BY_LINK",
 ];
 
-pub fn check(ctx: &Ctx, build_each: bool) -> Result<()> {
+/// The static checks; `build_from`: also build each patch on its own, from
+/// that one (1-based) on.
+pub fn check(ctx: &Ctx, build_from: Option<usize>) -> Result<()> {
     let head = series::apply(ctx)?;
     let tree = ctx.apply_tree();
     let mut problems = Vec::new();
@@ -70,10 +72,20 @@ pub fn check(ctx: &Ctx, build_each: bool) -> Result<()> {
         }
     }
 
-    if build_each {
-        for c in &commits {
+    if let Some(from) = build_from {
+        if from == 0 || from > commits.len() {
+            bail!(
+                "--from {from}: the series has patches 1 to {}",
+                commits.len()
+            );
+        }
+        for (i, c) in commits.iter().enumerate().skip(from - 1) {
             let subject = c.subject();
-            eprintln!("  building \"{subject}\" on its own");
+            eprintln!(
+                "  building patch {}/{} \"{subject}\" on its own",
+                i + 1,
+                commits.len()
+            );
             build::sync_build_tree(ctx, &c.hash)?;
             build::configure(ctx, "default", &[], build::Dropped::AllowUndefined)?;
             match build::build(ctx, "default") {

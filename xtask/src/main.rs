@@ -55,6 +55,10 @@ enum Command {
         /// Also build every patch on its own (slow)
         #[arg(long)]
         build_each: bool,
+        /// With --build-each, start at this patch (1 is the first of the
+        /// whole series), when the earlier ones are unchanged and built
+        #[arg(long, requires = "build_each", default_value_t = 1)]
+        from: usize,
     },
     /// Configure and build the kernel and the selftests for the series
     Build {
@@ -138,9 +142,10 @@ fn run(cli: Cli) -> Result<()> {
             r.stage("export", || series::export(&ctx))?;
             println!("wrote patches/ and the exported files; review with `git diff`, then commit");
         }
-        Command::Check { build_each } => {
+        Command::Check { build_each, from } => {
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
-            r.stage("check", || check::check(&ctx, build_each))?;
+            let build_from = build_each.then_some(from);
+            r.stage("check", || check::check(&ctx, build_from))?;
         }
         Command::Build { worktree } => {
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
@@ -178,7 +183,7 @@ fn run(cli: Cli) -> Result<()> {
             })?;
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
-            r.stage("check", || check::check(&ctx, false))?;
+            r.stage("check", || check::check(&ctx, None))?;
             let built = build_stage(&ctx, &mut r, None)?;
             let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
             return r.finish(&ctx, Some(&run));
