@@ -121,7 +121,12 @@ impl Cmd {
                     .open(log)
                     .with_context(|| format!("cannot open {}", log.display()))?,
             );
-        expr = expr.stdin_null();
+        // A process group of its own, so that a time-out kills what the
+        // command started too (vng leaves qemu running otherwise).
+        expr = expr.stdin_null().before_spawn(|c| {
+            std::os::unix::process::CommandExt::process_group(c, 0);
+            Ok(())
+        });
         if let Some(d) = &self.dir {
             expr = expr.dir(d);
         }
@@ -143,6 +148,12 @@ impl Cmd {
             }
             if start.elapsed() > self.timeout {
                 timed_out = true;
+                for pid in handle.pids() {
+                    // The group's id is the child's pid.
+                    let _ = std::process::Command::new("kill")
+                        .args(["-KILL", "--", &format!("-{pid}")])
+                        .status();
+                }
                 handle.kill()?;
                 break handle.wait()?.clone();
             }
@@ -338,6 +349,25 @@ mod tests {
             .run_unchecked(&log)
             .unwrap();
         assert!(exit.timed_out);
+
+        // What the command started is killed with it.
+        let pid_file = dir.path().join("pid");
+        let script = format!("sleep 30 & echo $! > {}; wait", pid_file.display());
+        let exit = Cmd::new("sh")
+            .args(["-c", &script])
+            .timeout(Duration::from_millis(500))
+            .run_unchecked(&log)
+            .unwrap();
+        assert!(exit.timed_out);
+        let pid = std::fs::read_to_string(&pid_file).unwrap();
+        let proc_dir = format!("/proc/{}", pid.trim());
+        let gone = (0..20).any(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            // A killed child not yet reaped by its parent is a zombie.
+            std::fs::read_to_string(format!("{proc_dir}/stat"))
+                .map_or(true, |s| s.split_whitespace().nth(2) == Some("Z"))
+        });
+        assert!(gone, "sleep {} outlived its timed-out parent", pid.trim());
 
         let e = Cmd::new("definitely-not-a-tool").run(&log).unwrap_err();
         assert!(format!("{e}").contains("cargo xtask setup"), "{e}");
