@@ -8,7 +8,7 @@ use crate::ctx::Ctx;
 use crate::plot;
 use crate::{build, vm};
 use anyhow::{bail, Context, Result};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -27,7 +27,7 @@ const PIN_ARMS: [(&str, &str); 3] = [("fd", "-d"), ("fast", "-a -M"), ("folios",
 const PAIRS: &[(&str, &str)] = &[("fd", "fast"), ("fd", "folios"), ("rs", "c")];
 
 /// One measurement.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
     /// `pin-get`, `pin-put`, or the udmabuf operation.
     pub what: String,
@@ -152,6 +152,7 @@ pub struct Pair {
     pub stats: [Stats; 2],
     /// Time of the arm under test over the other's: below 1 it is faster.
     /// For throughputs (`mmap-read`) the inverse ratio, so the same holds.
+    /// NaN when a median is 0, below the resolution of the measure.
     pub ratio: f64,
 }
 
@@ -174,10 +175,16 @@ pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
             ) else {
                 continue;
             };
-            let ratio = if what == "mmap-read" {
-                b.median / t.median
+            let (num, den) = if what == "mmap-read" {
+                (b.median, t.median)
             } else {
-                t.median / b.median
+                (t.median, b.median)
+            };
+            // Below the resolution (gup_test reports whole microseconds).
+            let ratio = if num > 0.0 && den > 0.0 {
+                num / den
+            } else {
+                f64::NAN
             };
             out.push(Pair {
                 what: what.clone(),
@@ -245,10 +252,10 @@ fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
     let charts = [
         (
             "pin-ratio.svg",
-            "pin_user_pages_fd / pin_user_pages_fast (below 1: fd is faster)",
-            "time ratio fd/fast",
+            "pin_user_pages_fd over pin_user_pages_fast and memfd_pin_folios",
+            "time ratio (below 1: pin_user_pages_fd is faster)",
             plot::ratio_series(pairs, true),
-            false,
+            true,
             Some(1.0),
         ),
         (
@@ -434,15 +441,41 @@ pub fn bench(
     };
     let json = out.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
-    print!("{}\n{}", table(&pairs), per_page_table(&pairs));
+    eprintln!("every sample: {}", json.display());
+    report(&out, &pairs, pipeline)
+}
+
+/// Prints the tables and draws the plots of `pairs` into `out`.
+fn report(out: &Path, pairs: &[Pair], pipeline: &[(String, f64)]) -> Result<()> {
+    print!("{}\n{}", table(pairs), per_page_table(pairs));
     for (step, secs) in pipeline {
         println!("{:<70} {:>6.0} s", step, secs);
     }
-    eprintln!("every sample: {}", json.display());
-    for p in plots(&out, &pairs)? {
+    for p in plots(out, pairs)? {
         eprintln!("plot: {}", p.display());
     }
     Ok(())
+}
+
+/// Tables and plots again from the samples of the last run's results.json.
+pub fn replot(ctx: &Ctx) -> Result<()> {
+    #[derive(Deserialize)]
+    struct Saved {
+        samples: Vec<Sample>,
+        #[serde(default)]
+        pipeline: Vec<(String, f64)>,
+    }
+    let out = ctx.root.join("work/bench");
+    let json = out.join("results.json");
+    let text = std::fs::read_to_string(&json).with_context(|| {
+        format!(
+            "cannot read {}: run `cargo xtask bench` first",
+            json.display()
+        )
+    })?;
+    let saved: Saved = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a bench result", json.display()))?;
+    report(&out, &pairs(&saved.samples), &saved.pipeline)
 }
 
 #[cfg(test)]

@@ -85,6 +85,10 @@ enum Command {
         /// With --pipeline, also a clean build into an empty build directory
         #[arg(long, requires = "pipeline")]
         clean: bool,
+        /// Only print the tables and draw the plots again from the last
+        /// run's work/bench/results.json
+        #[arg(long, conflicts_with_all = ["rounds", "pipeline"])]
+        replot: bool,
     },
     /// Write each sub-series as one mbox for `b4 am` / `git am` into a directory
     Mbox {
@@ -188,10 +192,12 @@ fn run(cli: Cli) -> Result<()> {
             let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
             return r.finish(&ctx, Some(&run));
         }
+        Command::Bench { replot: true, .. } => bench::replot(&ctx)?,
         Command::Bench {
             rounds,
             pipeline,
             clean,
+            ..
         } => {
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;

@@ -121,6 +121,14 @@ pub fn draw(
     log_y: bool,
     reference: Option<f64>,
 ) -> Result<()> {
+    let finite = |p: &&(f64, f64)| p.0.is_finite() && p.1.is_finite() && (!log_y || p.1 > 0.0);
+    let series: Vec<Series> = series
+        .iter()
+        .map(|s| Series {
+            label: s.label.clone(),
+            points: s.points.iter().filter(finite).copied().collect(),
+        })
+        .collect();
     let pts = || series.iter().flat_map(|s| s.points.iter());
     if pts().next().is_none() {
         return Ok(());
