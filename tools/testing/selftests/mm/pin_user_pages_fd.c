@@ -589,7 +589,7 @@ TEST_F(pin_fd, bad_args)
 	EXPECT_EQ(-EINVAL, pin(self, self->fd, 1, ps, 0));
 	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, ps + 1, 0));
 	EXPECT_EQ(-EINVAL, pin(self, self->fd, 0, ps,
-			       PIN_FD_TEST_FLAG_ACCOUNT << 1));
+			       PIN_FD_TEST_FLAG_FOLIOS << 1));
 	args.reserved = 1;
 	EXPECT_EQ(-EINVAL, pin_args(self, &args));
 	check_pins(_metadata, self, 0, 0);
