@@ -129,7 +129,8 @@ pub enum Accounting {
     None,
     /// Charged to the calling process's `RLIMIT_MEMLOCK` (`PIN_FD_ACCOUNT`): to its user's locked
     /// memory, unless it has `CAP_IPC_LOCK`, and to its `VmPin`. The charge is returned when the
-    /// pages are unpinned, by whichever task drops the [`PinnedPages`].
+    /// pages are unpinned, by whichever task drops the [`PinnedPages`], which must then be in
+    /// process context: returning the charge may free the charged `mm_struct`.
     Memlock,
 }
 
