@@ -221,6 +221,13 @@ pub fn build(ctx: &Ctx, profile: &str) -> Result<Built> {
         .arg(format!("O={}", out.display()))
         .arg(format!("TARGETS={targets}"))
         .arg(format!("INSTALL_PATH={}", install.display()))
+        // net/lib's XDP programs are built with $(CLANG), `clang` unless
+        // set, and there is only clang-19.
+        .arg(format!("CLANG={}", clang(ctx)))
+        // Without it a target that fails to build is left out of the
+        // install and make still succeeds (net/lib: every python test
+        // then SKIPs on its imports).
+        .arg("FORCE_TARGETS=1")
         // The guest kernel has no module support: skip selftest modules
         // (mm's page_frag test module).
         .arg("TEST_GEN_MODS_DIR=")
@@ -235,8 +242,30 @@ pub fn build(ctx: &Ctx, profile: &str) -> Result<Built> {
     })
 }
 
+/// Builds the page_pool benchmark module (bench_page_pool.ko, out of tree,
+/// in tools/testing/selftests/net/bench/page_pool) against the kernel of
+/// `profile`, which must be built; returns the module's path.
+pub fn bench_page_pool_module(ctx: &Ctx, profile: &str) -> Result<PathBuf> {
+    let tree = ctx.repo();
+    let dir = tree.join("tools/testing/selftests/net/bench/page_pool");
+    ctx.cmd("make")
+        .dir(&tree)
+        .args(make_args(ctx, &ctx.build_dir(profile)))
+        .arg(format!("M={}", dir.display()))
+        .arg("modules")
+        .timeout(Duration::from_secs(10 * 60))
+        .run(&ctx.log("build-bench-page-pool"))
+        .context("cannot build the page_pool benchmark module")?;
+    Ok(dir.join("bench_page_pool.ko"))
+}
+
 /// `clang-19` from `LLVM=-19`, behind ccache.
 fn cc_with_ccache(ctx: &Ctx) -> String {
+    format!("ccache {}", clang(ctx))
+}
+
+/// `clang-19` from `LLVM=-19`.
+fn clang(ctx: &Ctx) -> String {
     let suffix = ctx
         .cfg
         .kernel
@@ -251,7 +280,7 @@ fn cc_with_ccache(ctx: &Ctx) -> String {
             }
         })
         .unwrap_or_default();
-    format!("ccache clang{suffix}")
+    format!("clang{suffix}")
 }
 
 /// Warnings (C or Rust, clippy and rustdoc included) that point into

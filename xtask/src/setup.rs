@@ -8,6 +8,11 @@ use std::time::Duration;
 /// Debian packages: LLVM 19 for the kernel and Rust, the kernel's build
 /// dependencies, QEMU and udev for virtme-ng (without udev the guest cannot
 /// find its virtio-serial ports), ccache, and libraries the selftests link.
+/// The net selftests also need, to build: zlib (libbpf, for net/lib's XDP
+/// programs) and PyYAML and jsonschema (tools/net/ynl/pyynl/ynl_gen_c.py
+/// generates the YNL C library); to run, in the guest (the host's root):
+/// PyYAML (the YNL python library) and iproute2 (`ip`); ethtool for the
+/// drivers/net tests that call it.
 pub const DEB_PACKAGES: &[&str] = &[
     "clang-19",
     "lld-19",
@@ -35,11 +40,18 @@ pub const DEB_PACKAGES: &[&str] = &[
     "libcap-dev",
     "python3-venv",
     "perl",
+    "zlib1g-dev",
+    "python3-yaml",
+    "python3-jsonschema",
+    "iproute2",
+    "ethtool",
 ];
 
 pub const BINDGEN_VERSION: &str = "0.72.1";
 pub const VIRTME_NG_VERSION: &str = "1.42";
 pub const B4_VERSION: &str = "0.16.0";
+pub const PYYAML_VERSION: &str = "6.0.3";
+pub const JSONSCHEMA_VERSION: &str = "4.26.0";
 /// scripts/min-tool-version.sh of the base tree.
 const MIN_RUSTC: (u32, u32) = (1, 85);
 
@@ -108,9 +120,14 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
         .args(["list", "--format=freeze"])
         .output()
         .unwrap_or_default();
+    // PyYAML and jsonschema: the selftest build runs the YNL code generator
+    // (tools/net/ynl/pyynl/ynl_gen_c.py) with the first python3 on PATH,
+    // this venv's.
     let want = [
         format!("virtme-ng=={VIRTME_NG_VERSION}"),
         format!("b4=={B4_VERSION}"),
+        format!("PyYAML=={PYYAML_VERSION}"),
+        format!("jsonschema=={JSONSCHEMA_VERSION}"),
     ];
     if !want.iter().all(|w| pip_list.lines().any(|l| l == w)) {
         eprintln!("  installing {} into {}", want.join(" "), venv.display());

@@ -1,0 +1,113 @@
+#!/usr/bin/env python3
+# SPDX-License-Identifier: GPL-2.0
+"""The page_pool pair of `cargo xtask bench`, run in the guest.
+
+Loads bench_page_pool.ko (tools/testing/selftests/net/bench/page_pool, with
+its memory provider arms) once per arm and round, arms alternating:
+
+  none  mp03/mp04: a page pool without provider;
+  c     mp01/mp02: the pool of a netdevsim rx queue bound to a udmabuf
+        dma-buf with the C devmem provider;
+  rs    the same with the Rust provider (net_devmem/rust_provider=Y).
+
+and prints one line per sample: PP <fast-path|provider-path> <arm> <ns>.
+
+Usage: page_pool_mp.py <kselftest dir> <bench_page_pool.ko> <rounds> <loops>
+"""
+
+import fcntl
+import os
+import re
+import struct
+import subprocess
+import sys
+
+KSFT, KO, ROUNDS, LOOPS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+sys.path.insert(0, os.path.join(KSFT, "drivers/net"))
+os.chdir(os.path.join(KSFT, "drivers/net"))
+
+# pylint: disable=wrong-import-position
+from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, ip  # noqa: E402
+
+KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
+# bench_page_pool_simple.c's run_flags bits.
+MP01, MP02, MP03, MP04 = 4, 5, 6, 7
+# Which test line is which sample, per arm.
+LINES = {
+    "none": {"mp03-no-provider-fast-path": "fast-path",
+             "mp04-no-provider-slow-path": "provider-path"},
+    "c": {"mp01-fast-path": "fast-path", "mp02-provider-path": "provider-path"},
+}
+LINES["rs"] = LINES["c"]
+UDMABUF_CREATE = (1 << 30) | (24 << 16) | (ord("u") << 8) | 0x42
+
+
+def dmabuf(pages):
+    """A udmabuf dma-buf of @pages pages of a sealed memfd."""
+    memfd = os.memfd_create("pp_bench", os.MFD_ALLOW_SEALING)
+    os.ftruncate(memfd, pages * os.sysconf("SC_PAGE_SIZE"))
+    fcntl.fcntl(memfd, 1033, 0x2)  # F_ADD_SEALS, F_SEAL_SHRINK
+    arg = struct.pack("=IIQQ", memfd, 1, 0, pages * os.sysconf("SC_PAGE_SIZE"))
+    with open("/dev/udmabuf", "rb") as dev:
+        fd = fcntl.ioctl(dev.fileno(), UDMABUF_CREATE, arg)
+    os.close(memfd)
+    return fd
+
+
+def select(arm):
+    """Makes new bindings use the provider of @arm, and checks it took."""
+    want = "Y" if arm == "rs" else "N"
+    with open(KNOB, "w", encoding="ascii") as f:
+        f.write(want)
+    with open(KNOB, encoding="ascii") as f:
+        if f.read().strip() != want:
+            sys.exit(f"{KNOB} does not read {want}")
+
+
+def run_module(flags, ifindex):
+    """Loads the module with the arms in @flags; returns {test: ns}."""
+    subprocess.run(["dmesg", "-C"], check=True)
+    args = [f"run_flags={sum(1 << b for b in flags)}", f"loops={LOOPS}"]
+    if ifindex:
+        args += [f"mp_ifindex={ifindex}", "mp_queue=0"]
+    subprocess.run(["insmod", KO] + args, check=True)
+    subprocess.run(["rmmod", "bench_page_pool"], check=True)
+    log = subprocess.run(["dmesg"], check=True, capture_output=True, text=True).stdout
+    if ifindex and "memory provider" not in log:
+        sys.exit(f"no memory provider on the queue, module log:\n{log}")
+    return {m[1]: float(m[2]) for m in
+            re.finditer(r"Type:(\S+) Per elem: \d+ cycles\(tsc\) ([0-9.]+) ns", log)}
+
+
+def main():
+    nsim = NetdevSimDev(queue_count=1)
+    dev = nsim.nsims[0].dev
+    ip(f"link set dev {dev['ifname']} up")
+    EthtoolFamily().rings_set({"header": {"dev-index": dev["ifindex"]},
+                               "tcp-data-split": "enabled"})
+    buf = dmabuf(1024)
+    try:
+        for rnd in range(ROUNDS):
+            arms = ["none", "c", "rs"]
+            if rnd % 2:
+                arms.reverse()
+            for arm in arms:
+                if arm == "none":
+                    times = run_module([MP03, MP04], 0)
+                else:
+                    select(arm)
+                    # The binding lives as long as its netlink socket.
+                    nl = NetdevFamily()
+                    nl.bind_rx({"ifindex": dev["ifindex"], "fd": buf,
+                                "queues": [{"id": 0, "type": "rx"}]})
+                    times = run_module([MP01, MP02], dev["ifindex"])
+                    nl.close()
+                for test, what in LINES[arm].items():
+                    print(f"PP {what} {arm} {times[test]}", flush=True)
+    finally:
+        os.close(buf)
+        nsim.remove()
+
+
+if __name__ == "__main__":
+    main()
