@@ -11,8 +11,8 @@ use kernel::{
     alloc::Flags,
     bindings,
     net::page_pool::provider::{
-        DmaSync, MemoryProvider, MemoryProviderOps, NlReply, ProviderNetIov, ProviderPool, Release,
-        ReleasedNetmem, RxQueue,
+        DmaSync, MemoryProvider, MemoryProviderOps, NlReply, NotTaken, ProviderNetIov,
+        ProviderPool, Release, ReleasedNetmem, RxQueue,
     },
     page::PAGE_SHIFT,
     prelude::*,
@@ -122,14 +122,11 @@ impl MemoryProvider for Devmem {
 
         // Only net_iovs with no holder left go back to the genpool; anything else is kept away
         // from it, with a warning, as in C.
-        if !netmem.netmem().is_net_iov() {
-            warn_once(&NOT_NET_IOV);
-            return Release::Provider;
-        }
         match netmem.into_net_iov() {
             // SAFETY: The net_iov came from this binding's genpool and nobody holds it.
-            Some(niov) => unsafe { bindings::net_devmem_free_dmabuf(niov.into_raw()) },
-            None => warn_once(&STILL_HELD),
+            Ok(niov) => unsafe { bindings::net_devmem_free_dmabuf(niov.into_raw()) },
+            Err(NotTaken::Page) => warn_once(&NOT_NET_IOV),
+            Err(NotTaken::Held) => warn_once(&STILL_HELD),
         }
         Release::Provider
     }

@@ -7,21 +7,6 @@
 
 #ifdef CONFIG_PAGE_POOL
 
-__rust_helper bool rust_helper_netmem_is_net_iov(const netmem_ref netmem)
-{
-	return netmem_is_net_iov(netmem);
-}
-
-__rust_helper struct net_iov *rust_helper_netmem_to_net_iov(netmem_ref netmem)
-{
-	return netmem_to_net_iov(netmem);
-}
-
-__rust_helper netmem_ref rust_helper_net_iov_to_netmem(struct net_iov *niov)
-{
-	return net_iov_to_netmem(niov);
-}
-
 __rust_helper struct page *rust_helper_netmem_to_page(netmem_ref netmem)
 {
 	return netmem_to_page(netmem);

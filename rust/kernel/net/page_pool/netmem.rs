@@ -7,9 +7,22 @@
 use crate::{
     bindings,
     page::BorrowedPage,
+    sync::atomic::{Atomic, Relaxed},
     types::Opaque, //
 };
 use core::{marker::PhantomData, ptr::NonNull};
+
+/// The bit of a `netmem_ref` that marks a net_iov (`NET_IOV`).
+///
+/// The netmem conversions are done here rather than by calls to their C inline functions: they
+/// are a bit each, on the paths that allocate and release every netmem of a provider.
+const NET_IOV: bindings::netmem_ref = bindings::NET_IOV as bindings::netmem_ref;
+
+/// Returns the `netmem_ref` of `niov` (`net_iov_to_netmem()`).
+#[inline]
+pub(crate) fn net_iov_to_netmem(niov: *mut bindings::net_iov) -> bindings::netmem_ref {
+    niov as bindings::netmem_ref | NET_IOV
+}
 
 /// A `struct net_iov`: a piece of memory that a memory provider owns and the kernel cannot read
 /// or map, such as a part of a dma-buf.
@@ -26,6 +39,7 @@ impl NetIov {
     /// # Safety
     ///
     /// `ptr` points to a valid `net_iov` that stays valid for `'a`.
+    #[inline]
     pub unsafe fn from_raw<'a>(ptr: *mut bindings::net_iov) -> &'a Self {
         // SAFETY: `NetIov` is a transparent wrapper of `net_iov`, valid for `'a` by the safety
         // requirements.
@@ -33,8 +47,19 @@ impl NetIov {
     }
 
     /// Returns the raw `struct net_iov` pointer.
+    #[inline]
     pub fn as_raw(&self) -> *mut bindings::net_iov {
         self.0.get()
+    }
+
+    /// Returns the references page pool users hold on the net_iov (`pp_ref_count`).
+    #[inline]
+    pub fn pp_ref_count(&self) -> i64 {
+        // SAFETY: The net_iov is valid by the type invariants; `pp_ref_count` is an
+        // `atomic_long_t`, only accessed atomically.
+        let count =
+            unsafe { Atomic::<i64>::from_ptr(&raw mut (*self.as_raw()).desc.pp_ref_count.counter) };
+        count.load(Relaxed)
     }
 }
 
@@ -63,27 +88,37 @@ impl<'a> NetmemRef<'a> {
     ///
     /// `netmem` refers to a page or a net_iov of a page pool, whose page pool reference is held
     /// for `'a`.
+    #[inline]
     pub unsafe fn from_raw(netmem: bindings::netmem_ref) -> Self {
         // INVARIANT: By the safety requirements.
         Self(netmem, PhantomData)
     }
 
     /// Returns the raw `netmem_ref`.
+    #[inline]
     pub fn as_raw(self) -> bindings::netmem_ref {
         self.0
     }
 
-    /// Returns whether this is a net_iov, not a page.
+    /// Returns whether this is a net_iov, not a page (`netmem_is_net_iov()`).
+    #[inline]
     pub fn is_net_iov(self) -> bool {
-        // SAFETY: `netmem_is_net_iov()` only tests a bit of the value.
-        unsafe { bindings::netmem_is_net_iov(self.0) }
+        self.0 & NET_IOV != 0
+    }
+
+    /// Returns the net_iov, if this is one (`netmem_to_net_iov()`).
+    #[inline]
+    pub fn net_iov(self) -> Option<&'a NetIov> {
+        // SAFETY: `self.0` without its `NET_IOV` bit is a net_iov, valid for `'a` by the type
+        // invariants.
+        self.is_net_iov()
+            .then(|| unsafe { NetIov::from_raw((self.0 & !NET_IOV) as *mut bindings::net_iov) })
     }
 
     /// Returns the page or the net_iov.
     pub fn kind(self) -> NetmemKind<'a> {
-        if self.is_net_iov() {
-            // SAFETY: `self.0` is a net_iov, valid for `'a` by the type invariants.
-            NetmemKind::NetIov(unsafe { NetIov::from_raw(bindings::netmem_to_net_iov(self.0)) })
+        if let Some(niov) = self.net_iov() {
+            NetmemKind::NetIov(niov)
         } else {
             // SAFETY: `self.0` is a page, not a net_iov, so `netmem_to_page()` returns it.
             let page = unsafe { bindings::netmem_to_page(self.0) };
@@ -94,6 +129,7 @@ impl<'a> NetmemRef<'a> {
     }
 
     /// Returns the references page pool users hold on the netmem (`pp_ref_count`).
+    #[inline]
     pub fn pp_ref_count(self) -> isize {
         // SAFETY: The netmem is valid by the type invariants, and belongs to a page pool, which
         // makes `pp_ref_count` its page pool reference count.

@@ -159,6 +159,7 @@ impl PagePool {
     }
 
     /// Returns the raw `struct page_pool` pointer.
+    #[inline]
     pub fn as_raw(&self) -> *mut bindings::page_pool {
         self.pool.as_ptr()
     }
@@ -221,6 +222,7 @@ unsafe impl Sync for PoolNetmem {}
 
 impl PoolNetmem {
     /// Returns the netmem.
+    #[inline]
     pub fn netmem(&self) -> NetmemRef<'_> {
         // SAFETY: By the type invariants, the page pool reference is held while `self` lives.
         unsafe { NetmemRef::from_raw(self.0) }

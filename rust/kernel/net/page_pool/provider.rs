@@ -147,6 +147,7 @@ impl<T: MemoryProvider> MemoryProviderOps<T> {
     }
 
     /// Returns the raw `struct memory_provider_ops` pointer.
+    #[inline]
     pub fn as_raw(&'static self) -> *const bindings::memory_provider_ops {
         &self.0
     }
@@ -193,10 +194,8 @@ impl<T: MemoryProvider> MemoryProviderOps<T> {
                 // SAFETY: `niov` is a net_iov the provider lends and nobody else uses, by the
                 // invariants of `ProviderNetIov`, and this is the pool's allocating context,
                 // which the hold count needs.
-                unsafe {
-                    bindings::net_mp_niov_set_page_pool(pool, niov);
-                    bindings::net_iov_to_netmem(niov)
-                }
+                unsafe { bindings::net_mp_niov_set_page_pool(pool, niov) };
+                super::netmem::net_iov_to_netmem(niov)
             }
             None => 0,
         }
@@ -268,6 +267,7 @@ impl<T: MemoryProvider> ProviderPool<T> {
     /// # Safety
     ///
     /// `pool` is a valid page pool whose provider is `T`, valid for `'a`.
+    #[inline]
     unsafe fn from_raw<'a>(pool: *mut bindings::page_pool) -> &'a Self {
         // SAFETY: `ProviderPool` is a transparent wrapper of `page_pool`; by the safety
         // requirements it is valid for `'a` and its provider is `T`.
@@ -275,11 +275,13 @@ impl<T: MemoryProvider> ProviderPool<T> {
     }
 
     /// Returns the raw `struct page_pool` pointer.
+    #[inline]
     pub fn as_raw(&self) -> *mut bindings::page_pool {
         self.0.get()
     }
 
     /// Returns the provider's private data for the pool's rx queue, if it has any.
+    #[inline]
     pub fn priv_data(&self) -> Option<&T::Priv> {
         // SAFETY: The pool is valid and `mp_priv` is never changed after creation.
         let mp_priv = unsafe { (*self.as_raw()).mp_priv };
@@ -316,18 +318,21 @@ impl ProviderNetIov {
     /// and `pp_magic`. The provider keeps its memory valid while the new object exists and, once
     /// lent, while the objects [`ReleasedNetmem::into_net_iov`] makes for it exist: it frees the
     /// memory only after it took all of them back.
+    #[inline]
     pub unsafe fn from_raw(niov: NonNull<bindings::net_iov>) -> Self {
         // INVARIANT: By the safety requirements.
         Self(niov)
     }
 
     /// Returns the net_iov.
+    #[inline]
     pub fn net_iov(&self) -> &NetIov {
         // SAFETY: The net_iov is valid while `self` lives, by the type invariants.
         unsafe { NetIov::from_raw(self.0.as_ptr()) }
     }
 
     /// Gives up the net_iov, which the caller lends to a pool or keeps.
+    #[inline]
     pub fn into_raw(self) -> *mut bindings::net_iov {
         self.0.as_ptr()
     }
@@ -336,20 +341,31 @@ impl ProviderNetIov {
 /// A netmem a page pool gives back to its provider.
 pub struct ReleasedNetmem<'a>(NetmemRef<'a>);
 
+/// Why [`ReleasedNetmem::into_net_iov`] did not take a netmem back.
+#[derive(Debug, PartialEq, Eq)]
+pub enum NotTaken {
+    /// It is a page.
+    Page,
+    /// It is a net_iov with page pool references other than the pool's.
+    Held,
+}
+
 impl<'a> ReleasedNetmem<'a> {
     /// Returns the netmem.
+    #[inline]
     pub fn netmem(&self) -> NetmemRef<'a> {
         self.0
     }
 
     /// Takes back a net_iov, clearing its `pp` and `pp_magic`, if it is a net_iov of which the
-    /// pool holds the only reference. Otherwise returns `None`, and the netmem stays as it is.
-    pub fn into_net_iov(self) -> Option<ProviderNetIov> {
-        if !self.0.is_net_iov() || self.0.pp_ref_count() != 1 {
-            return None;
+    /// pool holds the only reference. Otherwise the netmem stays as it is.
+    #[inline]
+    pub fn into_net_iov(self) -> Result<ProviderNetIov, NotTaken> {
+        let niov = self.0.net_iov().ok_or(NotTaken::Page)?;
+        if niov.pp_ref_count() != 1 {
+            return Err(NotTaken::Held);
         }
-        // SAFETY: The netmem is a net_iov.
-        let niov = unsafe { bindings::netmem_to_net_iov(self.0.as_raw()) };
+        let niov = niov.as_raw();
         // SAFETY: The pool releases the net_iov and holds its only reference: nobody else uses
         // it, so its page pool fields may be cleared.
         unsafe { bindings::net_mp_niov_clear_page_pool(niov) };
@@ -357,7 +373,7 @@ impl<'a> ReleasedNetmem<'a> {
         // A provider's pool only holds net_iovs its provider lent through `ProviderNetIov`,
         // whose safety requirements make the provider keep this one valid while the new object
         // exists.
-        Some(unsafe { ProviderNetIov::from_raw(NonNull::new_unchecked(niov)) })
+        Ok(unsafe { ProviderNetIov::from_raw(NonNull::new_unchecked(niov)) })
     }
 }
 
@@ -369,6 +385,7 @@ impl RxQueue {
     /// # Safety
     ///
     /// `rxq` is a valid rx queue for `'a`.
+    #[inline]
     unsafe fn from_raw<'a>(rxq: *mut bindings::netdev_rx_queue) -> &'a Self {
         // SAFETY: `RxQueue` is a transparent wrapper of `netdev_rx_queue`, valid for `'a` by the
         // safety requirements.
@@ -376,6 +393,7 @@ impl RxQueue {
     }
 
     /// Returns the raw `struct netdev_rx_queue` pointer.
+    #[inline]
     pub fn as_raw(&self) -> *mut bindings::netdev_rx_queue {
         self.0.get()
     }
@@ -389,6 +407,7 @@ impl NlReply {
     /// # Safety
     ///
     /// `skb` is a netlink message being built, valid and not used by others for `'a`.
+    #[inline]
     unsafe fn from_raw<'a>(skb: *mut bindings::sk_buff) -> &'a Self {
         // SAFETY: `NlReply` is a transparent wrapper of `sk_buff`, valid for `'a` by the safety
         // requirements.
@@ -413,6 +432,7 @@ impl NlReply {
 /// comes first, and until the `destroy` of every page pool `T` was initialized for with it (`T`
 /// keeps it alive from `init` to `destroy`, or it is static). Netlink replies about the queue call
 /// `T`'s `nl_fill` with it meanwhile.
+#[inline]
 pub unsafe fn open_rx_queue<T: MemoryProvider>(
     netdev: *mut bindings::net_device,
     queue: u32,
@@ -434,6 +454,7 @@ pub unsafe fn open_rx_queue<T: MemoryProvider>(
 ///
 /// `netdev` is a valid net device, its instance lock is held, and [`open_rx_queue`] installed `T`
 /// with `priv_data` on the queue.
+#[inline]
 pub unsafe fn close_rx_queue<T: MemoryProvider>(
     netdev: *mut bindings::net_device,
     queue: u32,
@@ -555,7 +576,7 @@ mod tests {
                 return Release::Provider;
             };
             counters.release.add(1, Relaxed);
-            if let Some(niov) = netmem.into_net_iov() {
+            if let Ok(niov) = netmem.into_net_iov() {
                 if let Some(i) = counters.index_of(niov.net_iov()) {
                     // Bit `i` is clear while the net_iov is out: adding sets it.
                     counters.free.fetch_add(1 << i, Relaxed);
