@@ -3,7 +3,8 @@
 """The page_pool pair of `cargo xtask bench`, run in the guest.
 
 Loads bench_page_pool.ko (tools/testing/selftests/net/bench/page_pool, with
-its memory provider arms) once per arm and round, arms alternating:
+its memory provider arms) REPEAT times per arm and round, the arms taking
+turns and their order rotating from round to round:
 
   none  mp03/mp04: a page pool without provider;
   c     mp01/mp02: the pool of a netdevsim rx queue bound to a udmabuf
@@ -30,6 +31,8 @@ os.chdir(os.path.join(KSFT, "drivers/net"))
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, ip  # noqa: E402
 
 KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
+ARMS = ["none", "c", "rs"]
+REPEAT = 3
 # bench_page_pool_simple.c's run_flags bits.
 MP01, MP02, MP03, MP04 = 4, 5, 6, 7
 # Which test line is which sample, per arm.
@@ -47,9 +50,10 @@ def dmabuf(pages):
     memfd = os.memfd_create("pp_bench", os.MFD_ALLOW_SEALING)
     os.ftruncate(memfd, pages * os.sysconf("SC_PAGE_SIZE"))
     fcntl.fcntl(memfd, 1033, 0x2)  # F_ADD_SEALS, F_SEAL_SHRINK
-    arg = struct.pack("=IIQQ", memfd, 1, 0, pages * os.sysconf("SC_PAGE_SIZE"))
+    # A mutable buffer: ioctl() then returns the new dma-buf fd.
+    arg = bytearray(struct.pack("=IIQQ", memfd, 1, 0, pages * os.sysconf("SC_PAGE_SIZE")))
     with open("/dev/udmabuf", "rb") as dev:
-        fd = fcntl.ioctl(dev.fileno(), UDMABUF_CREATE, arg)
+        fd = fcntl.ioctl(dev.fileno(), UDMABUF_CREATE, arg, True)
     os.close(memfd)
     return fd
 
@@ -88,10 +92,8 @@ def main():
     buf = dmabuf(1024)
     try:
         for rnd in range(ROUNDS):
-            arms = ["none", "c", "rs"]
-            if rnd % 2:
-                arms.reverse()
-            for arm in arms:
+            arms = ARMS[rnd % 3:] + ARMS[:rnd % 3]
+            for arm in arms * REPEAT:
                 if arm == "none":
                     times = run_module([MP03, MP04], 0)
                 else:

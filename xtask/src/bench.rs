@@ -466,6 +466,14 @@ pub fn bench(
             out.join("stderr.txt").display()
         );
     }
+    for (what, source) in [("pin-", "gup_test"), ("pp-", "bench/page_pool_mp.py")] {
+        if !samples.iter().any(|s| s.what.starts_with(what)) {
+            bail!(
+                "the guest printed no {source} samples (see {})",
+                out.join("stderr.txt").display()
+            );
+        }
+    }
     let pairs = pairs(&samples);
     let kernel = std::fs::read_to_string(&log)
         .ok()
