@@ -18,9 +18,10 @@ use core::{marker::PhantomData, ptr::NonNull};
 /// are a bit each, on the paths that allocate and release every netmem of a provider.
 const NET_IOV: bindings::netmem_ref = bindings::NET_IOV as bindings::netmem_ref;
 
-/// Returns the `netmem_ref` of `niov` (`net_iov_to_netmem()`).
+/// Returns the `netmem_ref` of `niov` (`net_iov_to_netmem()`), for the page pool code that
+/// takes a net_iov from a provider.
 #[inline]
-pub(crate) fn net_iov_to_netmem(niov: *mut bindings::net_iov) -> bindings::netmem_ref {
+pub fn net_iov_to_netmem(niov: *mut bindings::net_iov) -> bindings::netmem_ref {
     niov as bindings::netmem_ref | NET_IOV
 }
 

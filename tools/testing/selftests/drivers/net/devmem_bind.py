@@ -409,24 +409,25 @@ def unbind_with_buffer_in_flight(cfg):
     check_unbound(cfg, nsim, dmabuf_id)
 
 
-def bind_queue_out_of_range(cfg):
-    nsim = new_nsim(cfg)
+def check_bind_fails(cfg, nsim, queues, err, qtype="rx", **extack):
+    """bind-rx of a new dma-buf to @queues fails with @err and @extack, and
+    leaves no binding behind."""
     buf = new_dmabuf(cfg)
     with NetdevFamily() as nl:
         with ksft_raises(NlError) as cm:
-            nl.bind_rx(bind_req(nsim.ifindex, buf.fd, [NQ]))
-        check_nl_error(cm, errno.EINVAL, bad_attr=".queues.id")
+            nl.bind_rx(bind_req(nsim.ifindex, buf.fd, queues, qtype=qtype))
+        check_nl_error(cm, err, **extack)
     check_unbound(cfg, nsim)
+
+
+def bind_queue_out_of_range(cfg):
+    check_bind_fails(cfg, new_nsim(cfg), [NQ], errno.EINVAL,
+                     bad_attr=".queues.id")
 
 
 def bind_tx_queue(cfg):
-    nsim = new_nsim(cfg)
-    buf = new_dmabuf(cfg)
-    with NetdevFamily() as nl:
-        with ksft_raises(NlError) as cm:
-            nl.bind_rx(bind_req(nsim.ifindex, buf.fd, [0], qtype="tx"))
-        check_nl_error(cm, errno.EINVAL, bad_attr=".queues.type")
-    check_unbound(cfg, nsim)
+    check_bind_fails(cfg, new_nsim(cfg), [0], errno.EINVAL, qtype="tx",
+                     bad_attr=".queues.type")
 
 
 def bind_missing_attrs(cfg):
@@ -490,23 +491,13 @@ def bind_not_a_dmabuf(cfg):
 def bind_without_header_split(cfg):
     """tcp-data-split is required, set explicitly off or never set."""
     for hds in ("disabled", None):
-        nsim = new_nsim(cfg, hds=hds)
-        buf = new_dmabuf(cfg)
-        with NetdevFamily() as nl:
-            with ksft_raises(NlError) as cm:
-                nl.bind_rx(bind_req(nsim.ifindex, buf.fd, [1]))
-            check_nl_error(cm, errno.EINVAL, msg="tcp-data-split is disabled")
-        check_unbound(cfg, nsim)
+        check_bind_fails(cfg, new_nsim(cfg, hds=hds), [1], errno.EINVAL,
+                         msg="tcp-data-split is disabled")
 
 
 def bind_with_hds_thresh(cfg):
-    nsim = new_nsim(cfg, hds_thresh=1)
-    buf = new_dmabuf(cfg)
-    with NetdevFamily() as nl:
-        with ksft_raises(NlError) as cm:
-            nl.bind_rx(bind_req(nsim.ifindex, buf.fd, [1]))
-        check_nl_error(cm, errno.EINVAL, msg="hds-thresh is not zero")
-    check_unbound(cfg, nsim)
+    check_bind_fails(cfg, new_nsim(cfg, hds_thresh=1), [1], errno.EINVAL,
+                     msg="hds-thresh is not zero")
 
 
 def bind_bound_queue(cfg):
