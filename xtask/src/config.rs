@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use serde::Deserialize;
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
 
 #[derive(Debug, Deserialize)]
@@ -14,6 +14,58 @@ pub struct SeriesToml {
     pub series: Vec<SubSeries>,
     pub tests: Tests,
     pub vm: Vm,
+    /// Build profiles other than `default`, by name: `[profile.debug]`.
+    #[serde(default)]
+    pub profile: BTreeMap<String, Profile>,
+}
+
+/// A build profile: the same series and tests, with more config fragments.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Profile {
+    /// Config fragments applied after `kernel.config`.
+    pub config: Vec<String>,
+    /// Test and guest timeouts are multiplied by this (checkers are slow).
+    #[serde(default = "one")]
+    pub timeout_factor: u64,
+}
+
+fn one() -> u64 {
+    1
+}
+
+/// The profile a command builds and tests: its name (its build directory)
+/// and what it adds to the default one.
+pub struct Selected<'a> {
+    pub name: &'a str,
+    pub config: &'a [String],
+    pub timeout_factor: u64,
+}
+
+impl SeriesToml {
+    /// The profile called `name`: `default` (the series' own config) or one
+    /// of the `[profile.<name>]` tables.
+    pub fn select_profile<'a>(&'a self, name: &'a str) -> Result<Selected<'a>> {
+        if name == "default" {
+            return Ok(Selected {
+                name,
+                config: &[],
+                timeout_factor: 1,
+            });
+        }
+        let Some(p) = self.profile.get(name) else {
+            let known: Vec<&str> = self.profile.keys().map(String::as_str).collect();
+            bail!(
+                "no profile {name:?} in series.toml: use default or one of [profile.*]: {}",
+                known.join(", ")
+            );
+        };
+        Ok(Selected {
+            name,
+            config: &p.config,
+            timeout_factor: p.timeout_factor,
+        })
+    }
 }
 
 /// The base tree: a Debian `linux-source` binary package, made into a git commit.
@@ -236,6 +288,14 @@ impl SeriesToml {
         if self.vm.cpus == 0 || self.vm.timeout == 0 {
             bail!("vm.cpus and vm.timeout must be > 0");
         }
+        for (name, p) in &self.profile {
+            if name == "default" || !valid_name(name) {
+                bail!("profile {name:?}: the name must be [a-z0-9-]+ and not \"default\"");
+            }
+            if p.config.is_empty() || p.timeout_factor == 0 {
+                bail!("profile {name:?}: config must name a fragment and timeout_factor be > 0");
+            }
+        }
         Ok(())
     }
 }
@@ -367,6 +427,24 @@ timeout = 1200
         assert!(!k.matches("iommu:iommufd.iommufd_ioas.mock_domain.dmabuf_revoke"));
         assert!(!k.matches("mm:gup_test"));
         assert!(glob_match("*", "") && glob_match("a*", "a") && !glob_match("a", "ab"));
+    }
+
+    #[test]
+    fn profiles() {
+        let debug = "\n[profile.debug]\nconfig = [\"kconfig/debug.config\"]\ntimeout_factor = 4\n";
+        let c = SeriesToml::parse(&format!("{GOOD}{debug}")).unwrap();
+        let p = c.select_profile("debug").unwrap();
+        assert_eq!((p.config.len(), p.timeout_factor), (1, 4));
+        let d = c.select_profile("default").unwrap();
+        assert!(d.config.is_empty() && d.timeout_factor == 1);
+        let e = format!("{:#}", c.select_profile("kasan").err().unwrap());
+        assert!(e.contains("one of [profile.*]: debug"), "{e}");
+        let e = err(&format!("{GOOD}{}", debug.replace("debug]", "default]")));
+        assert!(e.contains("not \"default\""), "{e}");
+        assert!(err(&format!("{GOOD}{}", debug.replace("= 4", "= 0"))).contains("timeout_factor"));
+        let no_factor = debug.replace("timeout_factor = 4\n", "");
+        let c = SeriesToml::parse(&format!("{GOOD}{no_factor}")).unwrap();
+        assert_eq!(c.select_profile("debug").unwrap().timeout_factor, 1);
     }
 
     #[test]

@@ -18,6 +18,7 @@ mod vm;
 
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand};
+use config::Selected;
 use ctx::Ctx;
 use report::Report;
 use std::path::PathBuf;
@@ -65,13 +66,27 @@ enum Command {
         /// Build the edit worktree's HEAD (committed work) instead of patches/
         #[arg(long)]
         worktree: bool,
+        /// Build profile: default, or a [profile.*] of series.toml (debug:
+        /// KASAN, lockdep, kmemleak, UBSAN...)
+        #[arg(long, default_value = "default")]
+        profile: String,
     },
     /// Boot the built kernel under virtme-ng and run the tests
-    Vm,
+    Vm {
+        /// Build profile: default, or a [profile.*] of series.toml (debug:
+        /// KASAN, lockdep, kmemleak, UBSAN...)
+        #[arg(long, default_value = "default")]
+        profile: String,
+    },
     /// The whole job: setup, fetch, apply, build, vm, report
     Run(FetchArgs),
     /// The test command: cargo test, check, build, vm, report
-    Test,
+    Test {
+        /// Build profile: default, or a [profile.*] of series.toml (debug:
+        /// KASAN, lockdep, kmemleak, UBSAN...)
+        #[arg(long, default_value = "default")]
+        profile: String,
+    },
     /// Boot the series' kernel once and benchmark pairs of arms in it:
     /// pin_user_pages_fd vs pin_user_pages_fast, udmabuf_rs vs udmabuf
     Bench {
@@ -151,22 +166,25 @@ fn run(cli: Cli) -> Result<()> {
             let build_from = build_each.then_some(from);
             r.stage("check", || check::check(&ctx, build_from))?;
         }
-        Command::Build { worktree } => {
+        Command::Build { worktree, profile } => {
+            let profile = ctx.cfg.select_profile(&profile)?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
             let head = if worktree {
                 Some(series::worktree_head(&ctx)?)
             } else {
                 None
             };
-            build_stage(&ctx, &mut r, head)?;
+            build_stage(&ctx, &mut r, head, &profile)?;
         }
-        Command::Vm => {
-            let out = ctx.build_dir("default");
+        Command::Vm { profile } => {
+            let profile = ctx.cfg.select_profile(&profile)?;
+            let out = ctx.build_dir(profile.name);
             let run = r.stage("vm", || {
                 vm::run(
                     &ctx,
                     &out.join("arch/x86/boot/bzImage"),
                     &out.join("kselftest_install"),
+                    profile.timeout_factor,
                 )
             })?;
             return r.finish(&ctx, Some(&run));
@@ -174,11 +192,12 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => {
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &a))?;
-            let built = build_stage(&ctx, &mut r, None)?;
-            let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
+            let built = build_stage(&ctx, &mut r, None, &ctx.cfg.select_profile("default")?)?;
+            let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests, 1))?;
             return r.finish(&ctx, Some(&run));
         }
-        Command::Test => {
+        Command::Test { profile } => {
+            let profile = ctx.cfg.select_profile(&profile)?;
             r.stage("cargo test", || {
                 ctx.cmd("cargo")
                     .args(["test", "--release", "--package", "xtask"])
@@ -188,8 +207,15 @@ fn run(cli: Cli) -> Result<()> {
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
             r.stage("check", || check::check(&ctx, None))?;
-            let built = build_stage(&ctx, &mut r, None)?;
-            let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests))?;
+            let built = build_stage(&ctx, &mut r, None, &profile)?;
+            let run = r.stage("vm", || {
+                vm::run(
+                    &ctx,
+                    &built.bzimage,
+                    &built.kselftests,
+                    profile.timeout_factor,
+                )
+            })?;
             return r.finish(&ctx, Some(&run));
         }
         Command::Bench { replot: true, .. } => bench::replot(&ctx)?,
@@ -202,7 +228,8 @@ fn run(cli: Cli) -> Result<()> {
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
             let head = r.stage("apply", || series::apply(&ctx))?;
-            let built = build_stage(&ctx, &mut r, Some(head.clone()))?;
+            let default = ctx.cfg.select_profile("default")?;
+            let built = build_stage(&ctx, &mut r, Some(head.clone()), &default)?;
             let steps = match pipeline {
                 true => r.stage("pipeline", || bench::pipeline(&ctx, &head, clean))?,
                 false => Vec::new(),
@@ -234,17 +261,23 @@ fn fetch_base(ctx: &Ctx, a: &FetchArgs) -> Result<String> {
     fetch::fetch(ctx, from)
 }
 
-/// Builds `head`, or patches/ applied to the base.
-fn build_stage(ctx: &Ctx, r: &mut Report, head: Option<String>) -> Result<build::Built> {
+/// Builds `head`, or patches/ applied to the base, with `profile`'s config.
+fn build_stage(
+    ctx: &Ctx,
+    r: &mut Report,
+    head: Option<String>,
+    profile: &Selected,
+) -> Result<build::Built> {
     let head = match head {
         Some(h) => h,
         None => r.stage("apply", || series::apply(ctx))?,
     };
     r.stage("configure", || {
         build::sync_build_tree(ctx, &head)?;
-        build::configure(ctx, "default", &[], build::Dropped::Refuse)
+        let extra: Vec<PathBuf> = profile.config.iter().map(|f| ctx.root.join(f)).collect();
+        build::configure(ctx, profile.name, &extra, build::Dropped::Refuse)
     })?;
-    let built = r.stage("build", || build::build(ctx, "default"))?;
+    let built = r.stage("build", || build::build(ctx, profile.name))?;
     if !built.warnings.is_empty() {
         bail!(
             "the build warns in files the series touches:\n  {}\nfull log: {}",

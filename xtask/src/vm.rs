@@ -16,7 +16,12 @@ pub const CRASH_MARKERS: &[&str] = &[
     "KASAN:",
     "unreferenced object 0x",
     "Kernel panic",
-    "WARNING: CPU:",
+    // WARN() ("WARNING: CPU:") and lockdep ("WARNING: possible circular
+    // locking dependency detected", "WARNING: suspicious RCU usage", ...).
+    "WARNING: ",
+    "UBSAN:",
+    // A Rust panic (overflow checks, debug assertions).
+    "panicked at",
 ];
 
 /// The guest's results over all boots: the main boot first, then one boot
@@ -82,7 +87,9 @@ pub fn plan_boots(tests: &[Kselftest]) -> Vec<BootPlan> {
 /// Boots `bzimage` once per [`BootPlan`] and runs the configured tests; never
 /// fails on test results (see `VmRun::problems`), only when the guest cannot
 /// run at all.
-pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
+/// `timeout_factor` stretches the guest's and every test's timeout (the
+/// debug profile's checkers are slow).
+pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path, timeout_factor: u64) -> Result<VmRun> {
     if !bzimage.exists() {
         bail!(
             "no kernel at {}: run `cargo xtask build` first",
@@ -113,7 +120,17 @@ pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path) -> Result<VmRun> {
             eprintln!("  boot {n} of {}: {what}, {count} test{s}", plans.len());
         }
         let out = boot_dir(&work, n)?;
-        boots.push(run_boot(ctx, bzimage, kselftests, kvm, plan, n, out)?);
+        let timeout = ctx.cfg.vm.timeout * timeout_factor;
+        boots.push(run_boot(
+            ctx,
+            bzimage,
+            kselftests,
+            kvm,
+            &stretch(plan, timeout_factor),
+            timeout,
+            n,
+            out,
+        )?);
     }
     Ok(merge(kvm, boots, &ctx.cfg.tests.known_failure))
 }
@@ -130,14 +147,28 @@ struct BootResult {
     done: bool,
 }
 
+/// `plan` with every test's timeout multiplied by `factor`.
+fn stretch(plan: &BootPlan, factor: u64) -> BootPlan {
+    let mut tests = plan.tests.clone();
+    for t in &mut tests {
+        t.timeout *= factor;
+    }
+    BootPlan {
+        cmdline: plan.cmdline.clone(),
+        tests,
+    }
+}
+
 /// Boot `n` (1: the main boot) with `plan`'s arguments: runs its selftests and
 /// checks what concerns this boot alone. Only the main boot's KUnit counts.
+#[allow(clippy::too_many_arguments)]
 fn run_boot(
     ctx: &Ctx,
     bzimage: &Path,
     ksft: &Path,
     kvm: bool,
     plan: &BootPlan,
+    timeout: u64,
     n: usize,
     out: PathBuf,
 ) -> Result<BootResult> {
@@ -148,7 +179,7 @@ fn run_boot(
     let exit = vng(ctx, bzimage, &out, kvm, &plan.cmdline)
         .arg("--exec")
         .arg(format!("sh {}", script.display()))
-        .timeout(Duration::from_secs(ctx.cfg.vm.timeout))
+        .timeout(Duration::from_secs(timeout))
         .run_unchecked(&log)?;
 
     let mut problems = Vec::new();
@@ -156,8 +187,7 @@ fn run_boot(
     let done = out.join("done").exists();
     if exit.timed_out {
         problems.push(format!(
-            "the guest did not finish within vm.timeout = {} s and was killed (console: {})",
-            ctx.cfg.vm.timeout,
+            "the guest did not finish within {timeout} s (vm.timeout x the profile's timeout_factor) and was killed (console: {})",
             log.display()
         ));
     } else if !done {
@@ -177,7 +207,9 @@ fn run_boot(
         }
     };
     let kselftests = ktap::parse_kselftest(&read("kselftest.tap"));
-    let crashes = crash_lines(&dmesg);
+    // kmemleak's report, when the kernel has it (the debug profile).
+    let mut crashes = crash_lines(&dmesg);
+    crashes.extend(crash_lines(&read("kmemleak")));
     let pins_after = parse_pins(&read("vmstat.after"));
     let pins_before = parse_pins(&read("vmstat.before"));
     let mut stats = parse_stats(&read("times.tsv"));
@@ -208,8 +240,8 @@ fn run_boot(
     }
     if !crashes.is_empty() {
         problems.push(format!(
-            "crash markers in dmesg ({}):\n    {}",
-            out.join("dmesg").display(),
+            "checker or crash reports in {} (dmesg, kmemleak):\n    {}",
+            out.display(),
             crashes.join("\n    ")
         ));
     }
