@@ -8,6 +8,12 @@
  * its medians and the time ratio rs/c (below 1.0: udmabuf_rs is faster;
  * for the mmap read, the inverse ratio of the throughputs).
  *
+ * With dmabuf_import_bench.ko loaded (bench/dmabuf_importer), also an
+ * in-kernel importer's calls on a buffer of each arm, made once per memory
+ * kind and size: vmap + vunmap, map + unmap of an attachment (to a device
+ * with a 64-bit DMA mask, attached once) and attach + detach. A sample is
+ * the mean of ITERS timed calls in the kernel, in microseconds per call.
+ *
  * Usage: udmabuf_bench [--raw] [C device] [Rust device]
  * --raw prints every sample instead ("UDMABUF memory operation arm value"),
  * for `cargo xtask bench`.
@@ -24,6 +30,8 @@
 #include <sys/ioctl.h>
 #include <sys/mman.h>
 #include <linux/udmabuf.h>
+
+#include "dmabuf_importer/dmabuf_import_bench.h"
 
 #define LIST_ITEMS 16
 
@@ -88,16 +96,48 @@ static int create(int dev, int memfd, size_t size, int list)
 	return buf;
 }
 
-enum what { CREATE, CREATE_LIST, MMAP_READ };
+enum what { CREATE, CREATE_LIST, MMAP_READ, VMAP, MAP, ATTACH, NR_WHATS };
 
-/* One sample: microseconds for create + close, or MB/s for the mmap read. */
-static double sample(enum what what, int dev, int memfd, size_t size)
+static const char *const whats[NR_WHATS] = {
+	"create+close", "list16+close", "mmap-read",
+	"vmap+vunmap", "map+unmap", "attach+detach",
+};
+
+/* The importer's ops, for the whats from VMAP on. */
+static const __u32 import_ops[NR_WHATS] = {
+	[VMAP] = DMABUF_IMPORT_BENCH_VMAP,
+	[MAP] = DMABUF_IMPORT_BENCH_MAP,
+	[ATTACH] = DMABUF_IMPORT_BENCH_ATTACH,
+};
+
+/* The importer's debugfs file, or -1 if dmabuf_import_bench.ko is not loaded. */
+static int importer = -1;
+
+/*
+ * One sample: microseconds for create + close, MB/s for the mmap read, or
+ * microseconds per call, the mean of `iters`, for the importer's calls on
+ * `held` (a buffer of `dev` made once). Exits on errors, except for the
+ * importer's, which return -1.
+ */
+static double sample(enum what what, int dev, int memfd, size_t size, int held,
+		     unsigned int iters)
 {
 	volatile uint64_t sink = 0;
 	double t0, t1;
 	uint64_t *p;
 	int buf;
 
+	if (what >= VMAP) {
+		struct dmabuf_import_bench_run run = {
+			.fd = held, .op = import_ops[what], .iters = iters,
+		};
+
+		if (ioctl(importer, DMABUF_IMPORT_BENCH_RUN, &run)) {
+			fprintf(stderr, "%s: %s\n", whats[what], strerror(errno));
+			return -1;
+		}
+		return run.total_ns / 1e3 / iters;
+	}
 	if (what != MMAP_READ) {
 		t0 = now_us();
 		buf = create(dev, memfd, size, what == CREATE_LIST);
@@ -126,13 +166,15 @@ int main(int argc, char **argv)
 	const char *names[2] = { argc > 1 + raw ? argv[1 + raw] : "/dev/udmabuf",
 				 argc > 2 + raw ? argv[2 + raw] : "/dev/udmabuf_rs" };
 	static const char *arms[2] = { "c", "rs" };
-	static const struct { const char *name; int huge; size_t size; int reps; } cfgs[] = {
-		{ "4k-2M",    0, 2 << 20,   41 },
-		{ "4k-256M",  0, 256 << 20, 15 },
-		{ "2M-2M",    1, 2 << 20,   41 },
-		{ "2M-256M",  1, 256 << 20, 15 },
+	/* iters: calls per importer sample. */
+	static const struct {
+		const char *name; int huge; size_t size; int reps; unsigned int iters;
+	} cfgs[] = {
+		{ "4k-2M",    0, 2 << 20,   41, 32 },
+		{ "4k-256M",  0, 256 << 20, 15, 4 },
+		{ "2M-2M",    1, 2 << 20,   41, 32 },
+		{ "2M-256M",  1, 256 << 20, 15, 4 },
 	};
-	static const char *whats[] = { "create+close", "list16+close", "mmap-read" };
 	int devs[2];
 
 	for (int a = 0; a < 2; a++) {
@@ -142,27 +184,53 @@ int main(int argc, char **argv)
 			return 1;
 		}
 	}
+	importer = open(DMABUF_IMPORT_BENCH_PATH, O_RDWR);
+	if (importer < 0)
+		fprintf(stderr, "%s: %s: skipping %s, %s and %s (load dmabuf_import_bench.ko)\n",
+			DMABUF_IMPORT_BENCH_PATH, strerror(errno), whats[VMAP], whats[MAP],
+			whats[ATTACH]);
 	if (!raw)
 		printf("%-8s %-13s %12s %12s %7s  (%s vs %s; us, or MB/s for mmap-read)\n",
 		       "memory", "operation", "c", "rs", "rs/c", names[0], names[1]);
 	for (size_t c = 0; c < sizeof(cfgs) / sizeof(cfgs[0]); c++) {
 		int memfd = memfd_of(cfgs[c].size, cfgs[c].huge);
+		int bufs[2] = { -1, -1 };
 
-		for (int w = 0; w < 3; w++) {
+		for (int w = 0; w < NR_WHATS; w++) {
 			double v[2][64];
+			int arm, ok = 1;
 
+			if (w >= VMAP && importer < 0)
+				break;
+			/* The importer's calls, last, all use one buffer per arm. */
+			if (w == VMAP)
+				for (int a = 0; a < 2; a++)
+					bufs[a] = create(devs[a], memfd, cfgs[c].size, 0);
 			/* One warm-up per arm, then alternate. */
-			sample(w, devs[0], memfd, cfgs[c].size);
-			sample(w, devs[1], memfd, cfgs[c].size);
-			for (int r = 0; r < cfgs[c].reps; r++)
-				for (int a = 0; a < 2; a++) {
-					int arm = (r & 1) ? 1 - a : a;
-
-					v[arm][r] = sample(w, devs[arm], memfd, cfgs[c].size);
-					if (raw)
-						printf("UDMABUF %s %s %s %.1f\n", cfgs[c].name,
+			for (arm = 0; arm < 2; arm++)
+				if (sample(w, devs[arm], memfd, cfgs[c].size, bufs[arm],
+					   cfgs[c].iters) < 0) {
+					ok = 0;
+					break;
+				}
+			for (int r = 0; r < cfgs[c].reps && ok; r++)
+				for (int a = 0; a < 2 && ok; a++) {
+					arm = (r & 1) ? 1 - a : a;
+					v[arm][r] = sample(w, devs[arm], memfd, cfgs[c].size,
+							   bufs[arm], cfgs[c].iters);
+					ok = v[arm][r] >= 0;
+					if (ok && raw)
+						printf("UDMABUF %s %s %s %.3f\n", cfgs[c].name,
 						       whats[w], arms[arm], v[arm][r]);
 				}
+			if (!ok) {
+				/* An importer's call failed: measure the rest without. */
+				fprintf(stderr, "%s %s failed on %s: skipping the importer from here on\n",
+					cfgs[c].name, whats[w], names[arm]);
+				close(importer);
+				importer = -1;
+				break;
+			}
 			if (raw)
 				continue;
 			double mc = median(v[0], cfgs[c].reps), mr = median(v[1], cfgs[c].reps);
@@ -171,6 +239,9 @@ int main(int argc, char **argv)
 			       mc, mr, w == MMAP_READ ? mc / mr : mr / mc);
 			fflush(stdout);
 		}
+		for (int a = 0; a < 2; a++)
+			if (bufs[a] >= 0)
+				close(bufs[a]);
 		close(memfd);
 	}
 	return 0;

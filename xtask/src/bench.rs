@@ -1,6 +1,8 @@
 //! `bench`: boot the series' kernel once and measure pairs of arms in that
 //! boot, alternating them: pin_user_pages_fd() against pin_user_pages_fast()
-//! (gup_test), udmabuf_rs against udmabuf (bench/udmabuf_bench.c), and the
+//! (gup_test), udmabuf_rs against udmabuf (bench/udmabuf_bench.c: create,
+//! mmap, and an in-kernel importer's vmap, map and attach through
+//! dmabuf_import_bench.ko, built from bench/dmabuf_importer), and the
 //! page_pool fast and provider paths with no provider, the C devmem provider
 //! and the Rust one (bench_page_pool.ko driven by bench/page_pool_mp.py).
 //! Every sample goes to work/bench/results.json; the table shows medians,
@@ -35,19 +37,31 @@ const PAIRS: &[(&str, &str)] = &[
 ];
 /// Iterations of each page_pool arm per module load.
 const PAGE_POOL_LOOPS: u32 = 200_000;
+/// The udmabuf operations of the in-kernel importer (dmabuf_import_bench.ko),
+/// in microseconds per call like the other udmabuf operations.
+pub const IMPORT_OPS: [&str; 3] = ["vmap+vunmap", "map+unmap", "attach+detach"];
 
 /// One measurement.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Sample {
-    /// `pin-get`, `pin-put`, the udmabuf operation, or `pp-fast-path` /
-    /// `pp-provider-path`.
+    /// `pin-get`, `pin-put`, the udmabuf operation (`create+close`,
+    /// `list16+close`, `mmap-read`, or one of [`IMPORT_OPS`]), or
+    /// `pp-fast-path` / `pp-provider-path`.
     pub what: String,
     /// Memory kind and size, e.g. `4k 64M`, or `page_pool`.
     pub case: String,
     /// `fd`/`fast`/`folios`, `c`/`rs`, or `none`/`c`/`rs` (memory provider).
     pub arm: String,
-    /// Microseconds, MB/s for `mmap-read`, nanoseconds per netmem for `pp-`.
+    /// Microseconds (per call for [`IMPORT_OPS`]), MB/s for `mmap-read`,
+    /// nanoseconds per netmem for `pp-`.
     pub value: f64,
+}
+
+/// The udmabuf benchmark: the program and the importer module it uses.
+pub struct UdmabufBench {
+    pub program: std::path::PathBuf,
+    /// dmabuf_import_bench.ko, loaded while the program runs.
+    pub importer: std::path::PathBuf,
 }
 
 /// The page_pool benchmark: the guest script and the module it loads.
@@ -61,7 +75,7 @@ pub struct PagePoolBench {
 pub fn guest_script(
     out: &Path,
     ksft: &Path,
-    udmabuf_bench: &Path,
+    udmabuf: &UdmabufBench,
     page_pool: &PagePoolBench,
     rounds: u32,
 ) -> String {
@@ -98,7 +112,13 @@ pub fn guest_script(
         }
     }
     s.push_str("echo never > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n");
-    s.push_str(&format!("{} --raw\n", udmabuf_bench.display()));
+    // Without the importer (insmod failed), udmabuf_bench skips its
+    // operations and says so on stderr.
+    s.push_str(&format!(
+        "insmod {}\n{} --raw\nrmmod dmabuf_import_bench\n",
+        udmabuf.importer.display(),
+        udmabuf.program.display()
+    ));
     s.push_str(&format!(
         "python3 {} {} {} {rounds} {PAGE_POOL_LOOPS}\n",
         page_pool.script.display(),
@@ -190,8 +210,9 @@ pub struct Pair {
     /// The arm under test (`fd`, `rs`) and the one it is compared with.
     pub arms: [String; 2],
     pub stats: [Stats; 2],
-    /// Time of the arm under test over the other's: below 1 it is faster.
-    /// For throughputs (`mmap-read`) the inverse ratio, so the same holds.
+    /// Time of the arm under test over the other's: below 1 it is faster
+    /// (for [`IMPORT_OPS`], of the mean time per call). For throughputs
+    /// (`mmap-read`) the inverse ratio, so the same holds.
     /// NaN when a median is 0, below the resolution of the measure.
     pub ratio: f64,
 }
@@ -245,7 +266,8 @@ pub fn table(pairs: &[Pair]) -> String {
     );
     for p in pairs {
         let cell = |arm: &str, st: &Stats| {
-            format!("{arm}: {:.0} [{:.0}-{:.0}]", st.median, st.min, st.max)
+            let (med, min, max) = (short(st.median), short(st.min), short(st.max));
+            format!("{arm}: {med} [{min}-{max}]")
         };
         s.push_str(&format!(
             "{:<14} {:<12} {:>22} {:>22} {:>7.3}\n",
@@ -257,6 +279,17 @@ pub fn table(pairs: &[Pair]) -> String {
         ));
     }
     s
+}
+
+/// `v` with the decimals that matter in a table: none for whole numbers and
+/// from 100 on, one from 10 on, two below (an importer's call can take a
+/// fraction of a microsecond).
+fn short(v: f64) -> String {
+    match v.abs() {
+        a if v.fract() == 0.0 || a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
 }
 
 /// Cost per page of a pin (get) in nanoseconds, per memory kind and size,
@@ -294,7 +327,7 @@ fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
             "pin-ratio.svg",
             "pin_user_pages_fd over pin_user_pages_fast and memfd_pin_folios",
             "time ratio (below 1: pin_user_pages_fd is faster)",
-            plot::ratio_series(pairs, true),
+            plot::ratio_series(pairs, plot::Ratios::Pins),
             true,
             Some(1.0),
         ),
@@ -310,7 +343,15 @@ fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
             "udmabuf-ratio.svg",
             "udmabuf_rs / udmabuf (below 1: udmabuf_rs is faster)",
             "time ratio rs/c",
-            plot::ratio_series(pairs, false),
+            plot::ratio_series(pairs, plot::Ratios::Udmabuf),
+            false,
+            Some(1.0),
+        ),
+        (
+            "udmabuf-import-ratio.svg",
+            "udmabuf_rs / udmabuf, in-kernel importer (below 1: udmabuf_rs is faster)",
+            "time ratio rs/c",
+            plot::ratio_series(pairs, plot::Ratios::Import),
             false,
             Some(1.0),
         ),
@@ -424,10 +465,13 @@ pub fn bench(
     for stale in ["samples.txt", "stderr.txt", "done"] {
         let _ = std::fs::remove_file(out.join(stale));
     }
-    let udmabuf_bench = out.join("udmabuf_bench");
+    let udmabuf = UdmabufBench {
+        program: out.join("udmabuf_bench"),
+        importer: build::bench_dmabuf_importer_module(ctx, "default")?,
+    };
     ctx.cmd("gcc")
         .args(["-O2", "-static", "-Wall", "-o"])
-        .arg(&udmabuf_bench)
+        .arg(&udmabuf.program)
         .arg(ctx.root.join("bench/udmabuf_bench.c"))
         .run(&ctx.log("bench-compile"))
         .context("cannot compile bench/udmabuf_bench.c (is libc6-dev installed?)")?;
@@ -438,7 +482,7 @@ pub fn bench(
     let script = out.join("guest.sh");
     std::fs::write(
         &script,
-        guest_script(&out, kselftests, &udmabuf_bench, &page_pool, rounds),
+        guest_script(&out, kselftests, &udmabuf, &page_pool, rounds),
     )?;
 
     let kvm = vm::kvm_works(ctx, bzimage, &out);
@@ -473,6 +517,17 @@ pub fn bench(
                 out.join("stderr.txt").display()
             );
         }
+    }
+    // Not fatal: the other measures of the boot stand without them.
+    if !samples
+        .iter()
+        .any(|s| IMPORT_OPS.contains(&s.what.as_str()))
+    {
+        eprintln!(
+            "warning: the guest printed no importer samples ({}): see {}",
+            IMPORT_OPS.join(", "),
+            out.join("stderr.txt").display()
+        );
     }
     let pairs = pairs(&samples);
     let kernel = std::fs::read_to_string(&log)
@@ -560,6 +615,52 @@ UDMABUF 2M-2M create+close rs 12.0
     }
 
     #[test]
+    fn importer_samples_are_times_per_call() {
+        let text = "\
+UDMABUF 4k-2M vmap+vunmap c 20.000
+UDMABUF 4k-2M vmap+vunmap rs 15.000
+UDMABUF 4k-2M vmap+vunmap c 22.000
+UDMABUF 4k-2M vmap+vunmap rs 17.000
+UDMABUF 2M-256M map+unmap rs 1200.25
+UDMABUF 2M-256M map+unmap c 1000.25
+UDMABUF 4k-2M attach+detach c 0.250
+UDMABUF 4k-2M attach+detach rs 0.2
+";
+        let samples = parse_samples(text);
+        assert_eq!(samples.len(), 8);
+        assert_eq!(samples[4].what, "map+unmap");
+        assert_eq!(samples[4].case, "2M-256M");
+        assert_eq!(samples[4].value, 1200.25);
+        let pairs = pairs(&samples);
+        assert_eq!(pairs.len(), 3);
+        let find = |what: &str| pairs.iter().find(|p| p.what == what).unwrap();
+        // Lower is better, as for create: rs time over c time.
+        let vmap = find("vmap+vunmap");
+        assert_eq!(vmap.arms, ["rs", "c"]);
+        assert_eq!(vmap.ratio, 16.0 / 21.0);
+        assert_eq!(find("map+unmap").ratio, 1200.25 / 1000.25);
+        assert!((find("attach+detach").ratio - 0.8).abs() < 1e-9);
+        // Fractions of a microsecond keep their decimals in the table.
+        let t = table(&pairs);
+        let line = t.lines().find(|l| l.starts_with("attach+detach")).unwrap();
+        assert!(line.contains("rs: 0.20 [0.20-0.20]"), "{line}");
+        assert!(line.contains("c: 0.25 [0.25-0.25]"), "{line}");
+        let line = t.lines().find(|l| l.starts_with("vmap+vunmap")).unwrap();
+        assert!(line.contains("rs: 16 [15-17]"), "{line}");
+        let line = t.lines().find(|l| l.starts_with("map+unmap")).unwrap();
+        assert!(line.contains("rs: 1200 [1200-1200]"), "{line}");
+    }
+
+    #[test]
+    fn short_numbers() {
+        assert_eq!(short(190.0), "190");
+        assert_eq!(short(123.4), "123");
+        assert_eq!(short(13.44), "13.4");
+        assert_eq!(short(1.234), "1.23");
+        assert_eq!(short(0.0), "0");
+    }
+
+    #[test]
     fn page_pool_arms_pair_with_no_provider_and_c() {
         let text = "PP provider-path none 100\nPP provider-path c 300\nPP provider-path rs 306\n";
         let pairs = pairs(&parse_samples(text));
@@ -601,7 +702,11 @@ UDMABUF 2M-2M create+close rs 12.0
             script: "/r/bench/page_pool_mp.py".into(),
             module: "/t/bench_page_pool.ko".into(),
         };
-        let s = guest_script(Path::new("/o"), Path::new("/k"), Path::new("/o/ub"), &pp, 2);
+        let ub = UdmabufBench {
+            program: "/o/ub".into(),
+            importer: "/w/dmabuf_import_bench.ko".into(),
+        };
+        let s = guest_script(Path::new("/o"), Path::new("/k"), &ub, &pp, 2);
         assert!(s.contains("cd /k/mm\n"));
         let first = s.find("pin 4k 2 fd").unwrap();
         let second = s.find("pin 4k 2 fast").unwrap();
@@ -609,7 +714,10 @@ UDMABUF 2M-2M create+close rs 12.0
         let fd2 = s.rfind("pin 4k 2 fd").unwrap();
         let fast2 = s.rfind("pin 4k 2 fast").unwrap();
         assert!(fast2 < fd2);
-        assert!(s.contains("/o/ub --raw"));
+        // The importer is loaded around udmabuf_bench only.
+        assert!(s.contains(
+            "\ninsmod /w/dmabuf_import_bench.ko\n/o/ub --raw\nrmmod dmabuf_import_bench\n"
+        ));
         assert!(s.contains("python3 /r/bench/page_pool_mp.py /k /t/bench_page_pool.ko 2 "));
     }
 }

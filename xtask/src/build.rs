@@ -259,6 +259,40 @@ pub fn bench_page_pool_module(ctx: &Ctx, profile: &str) -> Result<PathBuf> {
     Ok(dir.join("bench_page_pool.ko"))
 }
 
+/// Builds the dma-buf importer benchmark module (bench/dmabuf_importer,
+/// dmabuf_import_bench.ko) against the kernel of `profile`, which must be
+/// built. It is built in a copy under work/bench, so that no build product
+/// lands in the project's sources; returns the module's path.
+pub fn bench_dmabuf_importer_module(ctx: &Ctx, profile: &str) -> Result<PathBuf> {
+    let src = ctx.root.join("bench/dmabuf_importer");
+    let dir = ctx.root.join("work/bench/dmabuf_importer");
+    std::fs::create_dir_all(&dir)?;
+    let dir = dir.canonicalize()?;
+    for entry in
+        std::fs::read_dir(&src).with_context(|| format!("cannot read {}", src.display()))?
+    {
+        let entry = entry?;
+        if !entry.file_type()?.is_file() {
+            continue;
+        }
+        let to = dir.join(entry.file_name());
+        let text = std::fs::read(entry.path())?;
+        // Unchanged sources keep their time stamps: make rebuilds nothing.
+        if std::fs::read(&to).ok().as_ref() != Some(&text) {
+            std::fs::write(&to, text)?;
+        }
+    }
+    ctx.cmd("make")
+        .dir(ctx.repo())
+        .args(make_args(ctx, &ctx.build_dir(profile)))
+        .arg(format!("M={}", dir.display()))
+        .arg("modules")
+        .timeout(Duration::from_secs(10 * 60))
+        .run(&ctx.log("build-bench-dmabuf-importer"))
+        .context("cannot build the dma-buf importer benchmark module")?;
+    Ok(dir.join("dmabuf_import_bench.ko"))
+}
+
 /// `clang-19` from `LLVM=-19`, behind ccache.
 fn cc_with_ccache(ctx: &Ctx) -> String {
     format!("ccache {}", clang(ctx))

@@ -1,7 +1,7 @@
 //! SVG plots of `bench` results: ratios of the arms per buffer size, and the
 //! cost of a pin per page against the size.
 
-use crate::bench::Pair;
+use crate::bench::{Pair, IMPORT_OPS};
 use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 use std::path::Path;
@@ -42,18 +42,43 @@ fn sort_points(mut out: Vec<Series>) -> Vec<Series> {
     out
 }
 
+/// The measures a ratio plot shows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ratios {
+    /// Pin and unpin (`pin-`).
+    Pins,
+    /// The udmabuf operations from user space: create, list, mmap.
+    Udmabuf,
+    /// The udmabuf operations of the in-kernel importer ([`IMPORT_OPS`]).
+    Import,
+}
+
+impl Ratios {
+    /// The plot of the measure `what`. page_pool's measures fall in
+    /// `Udmabuf`, whose plot leaves them out: their case has no size.
+    pub fn of(what: &str) -> Ratios {
+        if what.starts_with("pin-") {
+            Ratios::Pins
+        } else if IMPORT_OPS.contains(&what) {
+            Ratios::Import
+        } else {
+            Ratios::Udmabuf
+        }
+    }
+}
+
 /// Ratio of the arms against the size: of pin and unpin of each memory kind
-/// and pair of arms (fd/fast, fd/folios) if `pins`, else rs/c of each udmabuf
-/// operation.
-pub fn ratio_series(pairs: &[Pair], pins: bool) -> Vec<Series> {
+/// and pair of arms (fd/fast, fd/folios) for `Ratios::Pins`, else rs/c of
+/// each udmabuf operation of `which`.
+pub fn ratio_series(pairs: &[Pair], which: Ratios) -> Vec<Series> {
     let mut out = Vec::new();
-    for p in pairs.iter().filter(|p| p.what.starts_with("pin-") == pins) {
+    for p in pairs.iter().filter(|p| Ratios::of(&p.what) == which) {
         let Some((mem, size)) = case_size(&p.case) else {
             continue;
         };
-        let label = match pins {
-            true => format!("{} {mem} {}/{}", p.what, p.arms[0], p.arms[1]),
-            false => format!("{} {mem}", p.what),
+        let label = match which {
+            Ratios::Pins => format!("{} {mem} {}/{}", p.what, p.arms[0], p.arms[1]),
+            Ratios::Udmabuf | Ratios::Import => format!("{} {mem}", p.what),
         };
         push_point(&mut out, label, (size, p.ratio));
     }
@@ -212,13 +237,23 @@ mod tests {
         let samples = parse_samples(
             "PIN 4k 64M fd 100 50\nPIN 4k 64M fast 200 100\n\
              PIN 4k 2M fd 4 2\nPIN 4k 2M fast 2 1\nPIN hugetlb 2M fd 1 1\nPIN hugetlb 2M fast 1 1\n\
-             UDMABUF 4K-2M create+close c 10\nUDMABUF 4K-2M create+close rs 9\n",
+             UDMABUF 4K-2M create+close c 10\nUDMABUF 4K-2M create+close rs 9\n\
+             UDMABUF 4K-2M vmap+vunmap c 10\nUDMABUF 4K-2M vmap+vunmap rs 8\n\
+             UDMABUF 4K-256M vmap+vunmap c 1000\nUDMABUF 4K-256M vmap+vunmap rs 500\n\
+             UDMABUF 2M-2M map+unmap c 4\nUDMABUF 2M-2M map+unmap rs 5\n\
+             PP provider-path c 300\nPP provider-path rs 306\n",
         );
         let p = pairs(&samples);
-        let u = ratio_series(&p, false);
+        let u = ratio_series(&p, Ratios::Udmabuf);
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].label, "create+close 4K");
-        let r = ratio_series(&p, true);
+        // The importer's operations have a plot of their own.
+        let i = ratio_series(&p, Ratios::Import);
+        let labels: Vec<&str> = i.iter().map(|s| s.label.as_str()).collect();
+        assert_eq!(labels, ["map+unmap 2M", "vmap+vunmap 4K"]);
+        assert_eq!(i[1].points, vec![(2.0, 0.8), (256.0, 0.5)]);
+        assert_eq!(i[0].points, vec![(2.0, 1.25)]);
+        let r = ratio_series(&p, Ratios::Pins);
         let get4k = r.iter().find(|s| s.label == "pin-get 4k fd/fast").unwrap();
         assert_eq!(get4k.points, vec![(2.0, 2.0), (64.0, 0.5)]);
         let c = pin_per_page_series(&p);
