@@ -20,6 +20,9 @@ const CHECKPATCH_IGNORE: &[&str] = &[
     "CAMELCASE",
     "FILE_PATH_CHANGES",
     "BAD_REPORTED_BY_LINK",
+    // The base is a release tarball made into one commit, without
+    // upstream's history: a Fixes: tag's upstream commit cannot be found.
+    "UNKNOWN_COMMIT_ID",
 ];
 
 /// The static checks; `build_from`: also build each patch on its own, from

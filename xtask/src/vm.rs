@@ -483,10 +483,35 @@ pub fn parse_pins(vmstat: &str) -> Option<(u64, u64)> {
     Some((get("nr_foll_pin_acquired ")?, get("nr_foll_pin_released ")?))
 }
 
+/// Reports of an allocation that failed, as fault injection makes them:
+/// they dump the stack, but are not bugs.
+const ALLOCATION_FAILURES: &[&str] = &[
+    "page allocation failure: order:",
+    "vmalloc error: size",
+    "percpu: allocation failed, size=",
+];
+
+/// The lines of `dmesg` with crash markers, leaving out the stack dumps of
+/// [`ALLOCATION_FAILURES`]: from their header to the end of the dump
+/// (`</TASK>`), within 80 lines.
 pub fn crash_lines(dmesg: &str) -> Vec<String> {
+    let mut in_allocation_failure = 0;
     dmesg
         .lines()
-        .filter(|l| CRASH_MARKERS.iter().any(|m| l.contains(m)))
+        .filter(|l| {
+            if ALLOCATION_FAILURES.iter().any(|h| l.contains(h)) {
+                in_allocation_failure = 80;
+                return false;
+            }
+            if in_allocation_failure > 0 {
+                in_allocation_failure -= 1;
+                if l.contains("</TASK>") {
+                    in_allocation_failure = 0;
+                }
+                return false;
+            }
+            CRASH_MARKERS.iter().any(|m| l.contains(m))
+        })
         .take(20)
         .map(str::to_string)
         .collect()
@@ -751,6 +776,30 @@ mod tests {
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].secs, s[0].pins), (3, Some((10, 10))));
         assert_eq!(s[1].pins, None);
+    }
+
+    #[test]
+    fn allocation_failures_are_not_crashes() {
+        let d = "\
+[    5.0] python3: page allocation failure: order:0, mode:0xcc0(GFP_KERNEL), nodemask=(null)
+[    5.0] CPU: 1 UID: 0 PID: 300 Comm: python3 Not tainted 7.3.4+ #1
+[    5.0] Call Trace:
+[    5.0]  <TASK>
+[    5.0]  dump_stack_lvl+0x5d/0x80
+[    5.0]  </TASK>
+[    5.0] Mem-Info:
+[    6.0] percpu: allocation failed, size=16 align=8 atomic=0, alloc from reserved chunk failed
+[    6.0] Call Trace:
+[    6.1]  </TASK>
+[    7.0] WARNING: CPU: 0 PID: 1 at mm/gup.c:100 pin_user_pages_fd+0x10/0x20
+[    7.1] Call Trace:
+";
+        let c = crash_lines(d);
+        assert_eq!(c.len(), 2, "{c:?}");
+        assert!(c[0].contains("WARNING: CPU: 0") && c[1].contains("Call Trace"));
+        // A dump without its end stops being excused after 80 lines.
+        let open = format!("x: vmalloc error: size 8192\n{}BUG: KASAN: x\n", "[ 1.0] x\n".repeat(80));
+        assert_eq!(crash_lines(&open).len(), 1);
     }
 
     #[test]
