@@ -276,6 +276,12 @@ fn export(
     for item in items {
         let file = open(item)?;
         check_seals(&file)?;
+        // memfd_pin_folios() refuses a range that ends past i_size, even
+        // inside the file's last page; pin_user_pages_fd() pins whole pages.
+        let end = item.offset.checked_add(item.size).ok_or(EINVAL)?;
+        if end > file_size(&file) {
+            return Err(EINVAL);
+        }
         let start = usize::try_from(item.offset >> PAGE_SHIFT).map_err(|_| EINVAL)?;
         let nr = usize::try_from(item.size >> PAGE_SHIFT).map_err(|_| EINVAL)?;
         // A write seal added since the check makes the pin fail with EPERM; C checks under the
@@ -319,6 +325,14 @@ fn check_seals(file: &LocalFile) -> Result {
         return Err(EINVAL);
     }
     Ok(())
+}
+
+/// The size of `file` in bytes.
+fn file_size(file: &LocalFile) -> u64 {
+    // SAFETY: `file` is a valid file, so `f_inode` is its inode, which lives as long as the file.
+    let size = unsafe { bindings::i_size_read((*file.as_ptr()).f_inode) };
+    // `i_size` is never negative.
+    size as u64
 }
 
 /// A buffer: the pinned pages of its memfd ranges, in order.

@@ -404,6 +404,48 @@ TEST_F(udmabuf, data_hugetlb)
 		check_data(_metadata, self->dev[d], self->name[d], true, 8 << 20);
 }
 
+/*
+ * fallocate() leaves the new pages of a shmem memfd uncleared until their
+ * first use; a buffer made of them must still read zeros, not what the
+ * pages held before. The pages of a memfd just freed are likely to be the
+ * next ones allocated, so a memfd full of a pattern is freed first.
+ */
+TEST_F(udmabuf, fallocated_pages_read_zero)
+{
+	size_t size = 16 << 20, dirty;
+	unsigned char *p;
+	int memfd, dmabuf;
+
+	for (int d = 0; d < self->nr; d++) {
+		for (int round = 0; round < 4; round++) {
+			memfd = memfd_sized(size, 0, false);
+			ASSERT_LE(0, memfd);
+			p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+			ASSERT_NE(MAP_FAILED, p);
+			memset(p, 0xa5, size);
+			munmap(p, size);
+			close(memfd);
+
+			memfd = memfd_sized(size, F_SEAL_SHRINK, false);
+			ASSERT_LE(0, memfd);
+			ASSERT_EQ(0, fallocate(memfd, 0, 0, size));
+			dmabuf = create(self->dev[d], memfd, 0, size);
+			ASSERT_LE(0, dmabuf) TH_LOG("%s: create: %s", self->name[d],
+						    strerror(-dmabuf));
+			p = mmap(NULL, size, PROT_READ, MAP_SHARED, dmabuf, 0);
+			ASSERT_NE(MAP_FAILED, p) TH_LOG("%s: mmap", self->name[d]);
+			dirty = 0;
+			for (size_t i = 0; i < size; i++)
+				dirty += p[i] != 0;
+			EXPECT_EQ(0, dirty) TH_LOG("%s: %zu of %zu bytes are not zero",
+						   self->name[d], dirty, size);
+			munmap(p, size);
+			close(dmabuf);
+			close(memfd);
+		}
+	}
+}
+
 /* A process killed while it holds buffers and mappings of them. */
 TEST_F(udmabuf, killed_holder)
 {
