@@ -418,7 +418,12 @@ pub fn pipeline(ctx: &Ctx, head: &str, clean: bool) -> Result<Vec<(String, f64)>
     step(format!("boot to a shell and power off ({guest})"), start);
 
     let start = Instant::now();
-    let run = vm::run(ctx, &built.bzimage, &built.kselftests, 1)?;
+    let run = vm::run(
+        ctx,
+        &built.bzimage,
+        &built.kselftests,
+        &ctx.cfg.select_profile("default")?,
+    )?;
     if !run.problems.is_empty() {
         bail!("the test run failed: {}", run.problems.join("; "));
     }

@@ -28,6 +28,19 @@ pub struct Profile {
     /// Test and guest timeouts are multiplied by this (checkers are slow).
     #[serde(default = "one")]
     pub timeout_factor: u64,
+    /// Selftests run with another command in this profile.
+    #[serde(default)]
+    pub test: Vec<TestOverride>,
+}
+
+/// A selftest's command in one profile, and why it differs.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct TestOverride {
+    /// The `tests.kselftest` name.
+    pub name: String,
+    pub cmd: String,
+    pub reason: String,
 }
 
 fn one() -> u64 {
@@ -40,6 +53,7 @@ pub struct Selected<'a> {
     pub name: &'a str,
     pub config: &'a [String],
     pub timeout_factor: u64,
+    pub overrides: &'a [TestOverride],
 }
 
 impl SeriesToml {
@@ -51,6 +65,7 @@ impl SeriesToml {
                 name,
                 config: &[],
                 timeout_factor: 1,
+                overrides: &[],
             });
         }
         let Some(p) = self.profile.get(name) else {
@@ -64,6 +79,7 @@ impl SeriesToml {
             name,
             config: &p.config,
             timeout_factor: p.timeout_factor,
+            overrides: &p.test,
         })
     }
 }
@@ -295,6 +311,14 @@ impl SeriesToml {
             if p.config.is_empty() || p.timeout_factor == 0 {
                 bail!("profile {name:?}: config must name a fragment and timeout_factor be > 0");
             }
+            for o in &p.test {
+                if !self.tests.kselftest.iter().any(|t| t.name == o.name) {
+                    bail!("profile {name:?}: test {:?} is not a tests.kselftest", o.name);
+                }
+                if o.reason.trim().is_empty() {
+                    bail!("profile {name:?}: test {:?} needs a reason", o.name);
+                }
+            }
         }
         Ok(())
     }
@@ -442,6 +466,13 @@ timeout = 1200
         let e = err(&format!("{GOOD}{}", debug.replace("debug]", "default]")));
         assert!(e.contains("not \"default\""), "{e}");
         assert!(err(&format!("{GOOD}{}", debug.replace("= 4", "= 0"))).contains("timeout_factor"));
+        let over = "[[profile.debug.test]]\nname = \"mm:gup_test-a\"\ncmd = \"./gup_test -b\"\nreason = \"slow\"\n";
+        let c = SeriesToml::parse(&format!("{GOOD}{debug}{over}")).unwrap();
+        assert_eq!(c.select_profile("debug").unwrap().overrides[0].cmd, "./gup_test -b");
+        let e = err(&format!("{GOOD}{debug}{}", over.replace("gup_test-a", "nope")));
+        assert!(e.contains("\"mm:nope\" is not a tests.kselftest"), "{e}");
+        let e = err(&format!("{GOOD}{debug}{}", over.replace("\"slow\"", "\"\"")));
+        assert!(e.contains("needs a reason"), "{e}");
         let no_factor = debug.replace("timeout_factor = 4\n", "");
         let c = SeriesToml::parse(&format!("{GOOD}{no_factor}")).unwrap();
         assert_eq!(c.select_profile("debug").unwrap().timeout_factor, 1);

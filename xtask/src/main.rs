@@ -184,7 +184,7 @@ fn run(cli: Cli) -> Result<()> {
                     &ctx,
                     &out.join("arch/x86/boot/bzImage"),
                     &out.join("kselftest_install"),
-                    profile.timeout_factor,
+                    &profile,
                 )
             })?;
             return r.finish(&ctx, Some(&run));
@@ -192,8 +192,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Run(a) => {
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &a))?;
-            let built = build_stage(&ctx, &mut r, None, &ctx.cfg.select_profile("default")?)?;
-            let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests, 1))?;
+            let default = ctx.cfg.select_profile("default")?;
+            let built = build_stage(&ctx, &mut r, None, &default)?;
+            let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests, &default))?;
             return r.finish(&ctx, Some(&run));
         }
         Command::Test { profile } => {
@@ -213,7 +214,7 @@ fn run(cli: Cli) -> Result<()> {
                     &ctx,
                     &built.bzimage,
                     &built.kselftests,
-                    profile.timeout_factor,
+                    &profile,
                 )
             })?;
             return r.finish(&ctx, Some(&run));

@@ -1,7 +1,7 @@
 //! `vm`: boot the built kernel under virtme-ng, run the selftests, collect
 //! KUnit from dmesg and the pin counters, and judge the run.
 
-use crate::config::{KnownFailure, Kselftest};
+use crate::config::{KnownFailure, Kselftest, Selected};
 use crate::ctx::Ctx;
 use crate::ktap::{self, Counts, Test};
 use anyhow::{bail, Context, Result};
@@ -87,9 +87,13 @@ pub fn plan_boots(tests: &[Kselftest]) -> Vec<BootPlan> {
 /// Boots `bzimage` once per [`BootPlan`] and runs the configured tests; never
 /// fails on test results (see `VmRun::problems`), only when the guest cannot
 /// run at all.
-/// `timeout_factor` stretches the guest's and every test's timeout (the
-/// debug profile's checkers are slow).
-pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path, timeout_factor: u64) -> Result<VmRun> {
+/// The `profile`'s timeout_factor stretches the guest's and every test's
+/// timeout (the debug profile's checkers are slow), and its overrides
+/// replace tests' commands.
+pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path, profile: &Selected) -> Result<VmRun> {
+    for o in profile.overrides {
+        eprintln!("  {}: `{}` in this profile: {}", o.name, o.cmd, o.reason);
+    }
     if !bzimage.exists() {
         bail!(
             "no kernel at {}: run `cargo xtask build` first",
@@ -120,13 +124,13 @@ pub fn run(ctx: &Ctx, bzimage: &Path, kselftests: &Path, timeout_factor: u64) ->
             eprintln!("  boot {n} of {}: {what}, {count} test{s}", plans.len());
         }
         let out = boot_dir(&work, n)?;
-        let timeout = ctx.cfg.vm.timeout * timeout_factor;
+        let timeout = ctx.cfg.vm.timeout * profile.timeout_factor;
         boots.push(run_boot(
             ctx,
             bzimage,
             kselftests,
             kvm,
-            &stretch(plan, timeout_factor),
+            &for_profile(plan, profile),
             timeout,
             n,
             out,
@@ -147,11 +151,15 @@ struct BootResult {
     done: bool,
 }
 
-/// `plan` with every test's timeout multiplied by `factor`.
-fn stretch(plan: &BootPlan, factor: u64) -> BootPlan {
+/// `plan` with every test's timeout multiplied by the profile's factor, and
+/// its overrides' commands.
+fn for_profile(plan: &BootPlan, profile: &Selected) -> BootPlan {
     let mut tests = plan.tests.clone();
     for t in &mut tests {
-        t.timeout *= factor;
+        t.timeout *= profile.timeout_factor;
+        if let Some(o) = profile.overrides.iter().find(|o| o.name == t.name) {
+            t.cmd = o.cmd.clone();
+        }
     }
     BootPlan {
         cmdline: plan.cmdline.clone(),
