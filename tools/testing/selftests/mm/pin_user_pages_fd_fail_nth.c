@@ -334,13 +334,17 @@ FIXTURE_SETUP(fail_nth)
 	/* This thread's: the harness forked it. */
 	self->nth_fd = open(FAIL_NTH, O_RDWR | O_CLOEXEC);
 	ASSERT_LE(0, self->nth_fd);
-	self->size = psize();
+	/*
+	 * Several folios, so that the pin allocates one per hole, page cache
+	 * nodes and a larger page array.
+	 */
+	self->size = 64 * psize();
 	if (!variant->hugetlb)
 		return;
-	self->size = HUGE_SIZE;
+	self->size = 2 * HUGE_SIZE;
 	if (!read_file(HUGE_2M "free_hugepages", buf, sizeof(buf)) ||
-	    !strtoul(buf, NULL, 10))
-		SKIP(return, "no free 2 MiB huge page");
+	    strtoul(buf, NULL, 10) < 2)
+		SKIP(return, "fewer than 2 free 2 MiB huge pages");
 }
 
 FIXTURE_TEARDOWN(fail_nth)

@@ -326,6 +326,9 @@ def device_unregister(cfg, state):
     nsim.nsimdev.remove()
     ksft_true(wait_for(lambda: not mp_pools(cfg, {dmabuf_id})),
               f"pools left: {mp_pools(cfg, {dmabuf_id})}")
+    # The binding detached from the device as it went away: the device
+    # may be freed before the binding is.
+    check_attached(buf.ino, 0, "device gone, socket open")
     check_pinned(base, pinned, "device gone, socket open")
 
     nl.close()
@@ -333,11 +336,9 @@ def device_unregister(cfg, state):
     check_pinned(base, pinned, "unbound, dma-buf fd open")
     ino = buf.ino
     buf.close()
-    # The pins go with the dma-buf, which the binding held. bufinfo is only
-    # read once the binding is gone: it names every attached device, and
-    # this attachment's device is gone.
-    if check_unpinned(base, "dma-buf fd closed"):
-        check_attached(ino, None, "dma-buf fd closed")
+    # The pins go with the dma-buf, which the binding held.
+    check_unpinned(base, "dma-buf fd closed")
+    check_attached(ino, None, "dma-buf fd closed")
 
 
 def _child_bind(udmabuf, ifindex, qid, r_cmd, w_rep):
