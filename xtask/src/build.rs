@@ -246,17 +246,16 @@ pub fn build(ctx: &Ctx, profile: &str) -> Result<Built> {
 /// in tools/testing/selftests/net/bench/page_pool) against the kernel of
 /// `profile`, which must be built; returns the module's path.
 pub fn bench_page_pool_module(ctx: &Ctx, profile: &str) -> Result<PathBuf> {
-    let tree = ctx.repo();
-    let dir = tree.join("tools/testing/selftests/net/bench/page_pool");
-    ctx.cmd("make")
-        .dir(&tree)
-        .args(make_args(ctx, &ctx.build_dir(profile)))
-        .arg(format!("M={}", dir.display()))
-        .arg("modules")
-        .timeout(Duration::from_secs(10 * 60))
-        .run(&ctx.log("build-bench-page-pool"))
-        .context("cannot build the page_pool benchmark module")?;
-    Ok(dir.join("bench_page_pool.ko"))
+    let dir = ctx
+        .repo()
+        .join("tools/testing/selftests/net/bench/page_pool");
+    external_module(
+        ctx,
+        profile,
+        &dir,
+        "bench_page_pool",
+        "the page_pool benchmark module",
+    )
 }
 
 /// Builds the dma-buf importer benchmark module (bench/dmabuf_importer,
@@ -282,15 +281,33 @@ pub fn bench_dmabuf_importer_module(ctx: &Ctx, profile: &str) -> Result<PathBuf>
             std::fs::write(&to, text)?;
         }
     }
+    external_module(
+        ctx,
+        profile,
+        &dir,
+        "dmabuf_import_bench",
+        "the dma-buf importer benchmark module",
+    )
+}
+
+/// Builds the out-of-tree module `name` in `dir` against the kernel of
+/// `profile` (log: build-<name>); returns the .ko's path.
+fn external_module(
+    ctx: &Ctx,
+    profile: &str,
+    dir: &Path,
+    name: &str,
+    what: &str,
+) -> Result<PathBuf> {
     ctx.cmd("make")
         .dir(ctx.repo())
         .args(make_args(ctx, &ctx.build_dir(profile)))
         .arg(format!("M={}", dir.display()))
         .arg("modules")
         .timeout(Duration::from_secs(10 * 60))
-        .run(&ctx.log("build-bench-dmabuf-importer"))
-        .context("cannot build the dma-buf importer benchmark module")?;
-    Ok(dir.join("dmabuf_import_bench.ko"))
+        .run(&ctx.log(&format!("build-{name}")))
+        .with_context(|| format!("cannot build {what}"))?;
+    Ok(dir.join(format!("{name}.ko")))
 }
 
 /// `clang-19` from `LLVM=-19`, behind ccache.

@@ -313,7 +313,10 @@ impl SeriesToml {
             }
             for o in &p.test {
                 if !self.tests.kselftest.iter().any(|t| t.name == o.name) {
-                    bail!("profile {name:?}: test {:?} is not a tests.kselftest", o.name);
+                    bail!(
+                        "profile {name:?}: test {:?} is not a tests.kselftest",
+                        o.name
+                    );
                 }
                 if o.reason.trim().is_empty() {
                     bail!("profile {name:?}: test {:?} needs a reason", o.name);
@@ -468,10 +471,19 @@ timeout = 1200
         assert!(err(&format!("{GOOD}{}", debug.replace("= 4", "= 0"))).contains("timeout_factor"));
         let over = "[[profile.debug.test]]\nname = \"mm:gup_test-a\"\ncmd = \"./gup_test -b\"\nreason = \"slow\"\n";
         let c = SeriesToml::parse(&format!("{GOOD}{debug}{over}")).unwrap();
-        assert_eq!(c.select_profile("debug").unwrap().overrides[0].cmd, "./gup_test -b");
-        let e = err(&format!("{GOOD}{debug}{}", over.replace("gup_test-a", "nope")));
+        assert_eq!(
+            c.select_profile("debug").unwrap().overrides[0].cmd,
+            "./gup_test -b"
+        );
+        let e = err(&format!(
+            "{GOOD}{debug}{}",
+            over.replace("gup_test-a", "nope")
+        ));
         assert!(e.contains("\"mm:nope\" is not a tests.kselftest"), "{e}");
-        let e = err(&format!("{GOOD}{debug}{}", over.replace("\"slow\"", "\"\"")));
+        let e = err(&format!(
+            "{GOOD}{debug}{}",
+            over.replace("\"slow\"", "\"\"")
+        ));
         assert!(e.contains("needs a reason"), "{e}");
         let no_factor = debug.replace("timeout_factor = 4\n", "");
         let c = SeriesToml::parse(&format!("{GOOD}{no_factor}")).unwrap();

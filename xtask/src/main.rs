@@ -194,7 +194,9 @@ fn run(cli: Cli) -> Result<()> {
             r.stage("fetch", || fetch_base(&ctx, &a))?;
             let default = ctx.cfg.select_profile("default")?;
             let built = build_stage(&ctx, &mut r, None, &default)?;
-            let run = r.stage("vm", || vm::run(&ctx, &built.bzimage, &built.kselftests, &default))?;
+            let run = r.stage("vm", || {
+                vm::run(&ctx, &built.bzimage, &built.kselftests, &default)
+            })?;
             return r.finish(&ctx, Some(&run));
         }
         Command::Test { profile } => {
@@ -210,12 +212,7 @@ fn run(cli: Cli) -> Result<()> {
             r.stage("check", || check::check(&ctx, None))?;
             let built = build_stage(&ctx, &mut r, None, &profile)?;
             let run = r.stage("vm", || {
-                vm::run(
-                    &ctx,
-                    &built.bzimage,
-                    &built.kselftests,
-                    &profile,
-                )
+                vm::run(&ctx, &built.bzimage, &built.kselftests, &profile)
             })?;
             return r.finish(&ctx, Some(&run));
         }

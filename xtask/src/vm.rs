@@ -806,7 +806,10 @@ mod tests {
         assert_eq!(c.len(), 2, "{c:?}");
         assert!(c[0].contains("WARNING: CPU: 0") && c[1].contains("Call Trace"));
         // A dump without its end stops being excused after 80 lines.
-        let open = format!("x: vmalloc error: size 8192\n{}BUG: KASAN: x\n", "[ 1.0] x\n".repeat(80));
+        let open = format!(
+            "x: vmalloc error: size 8192\n{}BUG: KASAN: x\n",
+            "[ 1.0] x\n".repeat(80)
+        );
         assert_eq!(crash_lines(&open).len(), 1);
     }
 
