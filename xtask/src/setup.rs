@@ -12,7 +12,8 @@ use std::time::Duration;
 /// programs) and PyYAML and jsonschema (tools/net/ynl/pyynl/ynl_gen_c.py
 /// generates the YNL C library); to run, in the guest (the host's root):
 /// PyYAML (the YNL python library) and iproute2 (`ip`); ethtool for the
-/// drivers/net tests that call it.
+/// drivers/net tests that call it. selftests/memfd builds a FUSE helper
+/// (libfuse, found through pkg-config).
 pub const DEB_PACKAGES: &[&str] = &[
     "clang-19",
     "lld-19",
@@ -45,6 +46,8 @@ pub const DEB_PACKAGES: &[&str] = &[
     "python3-jsonschema",
     "iproute2",
     "ethtool",
+    "libfuse-dev",
+    "pkg-config",
 ];
 
 pub const BINDGEN_VERSION: &str = "0.72.1";
