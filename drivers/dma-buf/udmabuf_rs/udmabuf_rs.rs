@@ -33,6 +33,7 @@ use kernel::{
     },
     fs::{
         file::flags::{
+            O_ACCMODE,
             O_CLOEXEC,
             O_RDWR, //
         },
@@ -275,7 +276,7 @@ fn export(
     let mut pages: Option<PinnedPages<LongTerm>> = None;
     for item in items {
         let file = open(item)?;
-        check_seals(&file)?;
+        check_memfd(&file)?;
         // memfd_pin_folios() refuses a range that ends past i_size, even
         // inside the file's last page; pin_user_pages_fd() pins whole pages.
         let end = item.offset.checked_add(item.size).ok_or(EINVAL)?;
@@ -313,8 +314,9 @@ fn export(
     DmaBuf::export::<Udmabuf>(buffer, size, O_RDWR)
 }
 
-/// Checks that `file` is a memfd that cannot shrink and takes writes, as the C driver does.
-fn check_seals(file: &LocalFile) -> Result {
+/// Checks that `file` is a memfd that cannot shrink and takes writes, and that it is open for
+/// reading and writing, as the C driver does.
+fn check_memfd(file: &LocalFile) -> Result {
     // SAFETY: `file` is a valid file.
     let seals = unsafe { bindings::memfd_fcntl(file.as_ptr(), uapi::F_GET_SEALS, 0) };
     // Neither shmem nor hugetlbfs.
@@ -323,6 +325,11 @@ fn check_seals(file: &LocalFile) -> Result {
         || seals & (uapi::F_SEAL_WRITE | uapi::F_SEAL_FUTURE_WRITE) != 0
     {
         return Err(EINVAL);
+    }
+    // The buffer is exported O_RDWR and can be mapped writable: the memfd must allow what a
+    // shared writable mmap() of it needs. (The pin checks it again, in `f_mode`.)
+    if file.flags() & O_ACCMODE != O_RDWR {
+        return Err(EACCES);
     }
     Ok(())
 }

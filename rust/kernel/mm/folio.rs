@@ -81,6 +81,14 @@ impl Folio {
         unsafe { bindings::folio_nr_pages(self.as_raw()) }
     }
 
+    /// Returns whether the folio is dirty (`folio_test_dirty()`): its data must be written back
+    /// before the memory manager may drop it.
+    #[inline]
+    pub fn is_dirty(&self) -> bool {
+        // SAFETY: By the type invariants, the folio is valid.
+        unsafe { bindings::folio_test_dirty(self.as_raw()) }
+    }
+
     /// Returns whether the folio may be pinned long-term where it is
     /// (`folio_is_longterm_pinnable()`).
     ///

@@ -166,9 +166,20 @@ impl Drop for MemlockCharge {
 /// The pages are lent out as [`BorrowedPage`]s, by index, by iterator or through [`AsPageIter`],
 /// and their folios as [`Folio`]s; they are never freed by this type.
 ///
+/// Pages pinned with [`Flags::WRITE`] are marked dirty when they are unpinned
+/// (`unpin_user_pages_dirty_lock()`), as `Documentation/core-api/pin_user_pages.rst` asks: a
+/// device, or a PFN mapping of the pages, writes to them behind the memory manager's back, and a
+/// clean page-cache page could be dropped by reclaim once unpinned, with the data written to it.
+///
+/// # Context
+///
+/// Dropping pins taken with [`Flags::WRITE`] may sleep, since marking a page dirty takes its folio
+/// lock; so does dropping a charge ([`Accounting::Memlock`]). Dropping read-only, uncharged pins
+/// does not sleep.
+///
 /// # Examples
 ///
-/// Pin a user buffer long-term for a device to write into, then release it dirty:
+/// Pin a user buffer long-term for a device to write into; the pages are released dirty:
 ///
 /// ```
 /// use kernel::mm::gup::{Flags, LongTerm, PinnedPages};
@@ -179,8 +190,8 @@ impl Drop for MemlockCharge {
 ///         // Hand `page` to the device.
 ///         let _ = page;
 ///     }
-///     // The device wrote to the pages: mark them dirty as they are unpinned.
-///     pages.unpin_dirty();
+///     // The device wrote to the pages: dropping `pages` marks them dirty as it unpins them.
+///     drop(pages);
 ///     Ok(())
 /// }
 /// ```
@@ -192,10 +203,13 @@ impl Drop for MemlockCharge {
 ///   and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins), or the shared zero
 ///   page, which GUP lends without a pin and `unpin_user_pages()` skips.
 /// - The pins are released only by [`Drop`] or [`PinnedPages::unpin_dirty`].
+/// - `dirty` is true if any pin was taken with [`Flags::WRITE`].
 /// - `charge` is empty, or the `RLIMIT_MEMLOCK` charge for pages of `pages`. It is returned after
 ///   they are unpinned: fields are dropped after [`Drop::drop`] has run.
 pub struct PinnedPages<T: PinTerm> {
     pages: KVVec<NonNull<bindings::page>>,
+    /// Mark the pages dirty when unpinning them.
+    dirty: bool,
     charge: MemlockCharge,
     _term: PhantomData<T>,
 }
@@ -224,8 +238,8 @@ impl<T: PinTerm> PinnedPages<T> {
         pages.as_mut_ptr().cast()
     }
 
-    /// Takes over the pins a GUP call returned `ret` for, and their `charge`, or releases them if
-    /// there are fewer than `nr_pages`.
+    /// Takes over the pins a GUP call with `flags` returned `ret` for, and their `charge`, or
+    /// releases them if there are fewer than `nr_pages`.
     ///
     /// # Safety
     ///
@@ -236,6 +250,7 @@ impl<T: PinTerm> PinnedPages<T> {
     unsafe fn from_pinned(
         mut pages: KVVec<NonNull<bindings::page>>,
         nr_pages: usize,
+        flags: Flags,
         ret: c_long,
         charge: MemlockCharge,
     ) -> Result<Self> {
@@ -249,13 +264,16 @@ impl<T: PinTerm> PinnedPages<T> {
         // INVARIANT: `pages` holds the pages pinned by the call, one pin each, with the flags of
         // `T`, and nobody else releases them. They are all `nr_pages > 0` of them, or `this` is
         // dropped right away. `charge` is empty or their charge.
-        let this = Self {
+        let mut this = Self {
             pages,
+            dirty: flags.contains(Flags::WRITE),
             charge,
             _term: PhantomData,
         };
         if pinned < nr_pages {
-            // A partial pin never escapes: dropping `this` releases it.
+            // A partial pin never escapes: dropping `this` releases it, clean since nothing was
+            // written to the pages yet.
+            this.dirty = false;
             drop(this);
             return Err(EFAULT);
         }
@@ -288,7 +306,15 @@ impl<T: PinTerm> PinnedPages<T> {
         };
         // SAFETY: `ret` is the result of pinning up to `nr_pages` pages into `pages` with
         // `FOLL_PIN` (implied by `pin_user_pages_fast()`) and `T::GUP_FLAGS`.
-        unsafe { Self::from_pinned(pages, nr_pages, ret as c_long, MemlockCharge::empty()) }
+        unsafe {
+            Self::from_pinned(
+                pages,
+                nr_pages,
+                flags,
+                ret as c_long,
+                MemlockCharge::empty(),
+            )
+        }
     }
 
     /// Pins `nr_pages` pages of the address space whose mmap read lock `mmap` holds, starting at
@@ -323,7 +349,7 @@ impl<T: PinTerm> PinnedPages<T> {
         };
         // SAFETY: `ret` is the result of pinning up to `nr_pages` pages into `pages` with
         // `FOLL_PIN` (implied by `pin_user_pages_remote()`) and `T::GUP_FLAGS`.
-        unsafe { Self::from_pinned(pages, nr_pages, ret, MemlockCharge::empty()) }
+        unsafe { Self::from_pinned(pages, nr_pages, flags, ret, MemlockCharge::empty()) }
     }
 
     /// Returns the number of pinned pages.
@@ -385,8 +411,9 @@ impl<T: PinTerm> PinnedPages<T> {
         })?;
         // Cannot fail: the room is reserved.
         self.pages.extend_from_slice(&other.pages, GFP_KERNEL)?;
-        // INVARIANT: The pins of `other` and their charge now belong to `self`: leave nothing for
-        // `other` to unpin or return.
+        self.dirty |= other.dirty;
+        // INVARIANT: The pins of `other` and their charge now belong to `self`, and so does the
+        // duty to dirty them: leave nothing for `other` to unpin or return.
         other.pages.clear();
         Ok(())
     }
@@ -398,7 +425,8 @@ impl<T: PinTerm> PinnedPages<T> {
         &self.pages
     }
 
-    /// Unpins the pages and marks them dirty (`unpin_user_pages_dirty_lock()`).
+    /// Unpins the pages and marks them dirty (`unpin_user_pages_dirty_lock()`), also if they were
+    /// pinned without [`Flags::WRITE`], which dropping does for pins taken with it.
     ///
     /// Use this after the pages were written to behind the memory manager's back, for example by
     /// DMA, so that the data is written back before the pages are reclaimed. May sleep: it takes
@@ -412,26 +440,16 @@ impl<T: PinTerm> PinnedPages<T> {
 
     /// Releases the pins, marking the pages dirty first if `dirty`.
     ///
-    /// Runs of consecutive `struct page`s (the pages of a large folio, typically) go to
-    /// `unpin_user_page_range_dirty_lock()` at once, which releases them a folio at a time
-    /// without looking up the folio of every page as `unpin_user_pages()` does.
+    /// `unpin_user_pages_dirty_lock()` releases consecutive pages of one folio with one update
+    /// of the folio.
     fn unpin(&mut self, dirty: bool) {
-        let mut rest = &self.pages[..];
-        while let Some(first) = rest.first() {
-            let start = first.as_ptr() as usize;
-            let run = rest
-                .iter()
-                .enumerate()
-                .take_while(|(i, page)| {
-                    page.as_ptr() as usize == start + i * size_of::<bindings::page>()
-                })
-                .count();
-            // SAFETY: By the type invariants, each page of the run holds one pin owned by `self`
-            // (or is the zero page, which is unpinned as a no-op), and the run is `run`
-            // consecutive `struct page`s from `first`.
-            unsafe { bindings::unpin_user_page_range_dirty_lock(first.as_ptr(), run, dirty) };
-            rest = &rest[run..];
+        let len = self.pages.len();
+        if len == 0 {
+            return;
         }
+        // SAFETY: By the type invariants, each of the `len` pages holds one pin owned by `self`
+        // (or is the zero page, which is unpinned as a no-op).
+        unsafe { bindings::unpin_user_pages_dirty_lock(Self::array(&mut self.pages), len, dirty) };
     }
 }
 
@@ -478,13 +496,13 @@ impl PinnedPages<LongTerm> {
         // SAFETY: `pin_user_pages_fd()` returns a negative errno or `nr_pages`, the number of
         // pages it pinned into `pages`, all of them long-term pins that `unpin_user_pages()`
         // releases. `charge` is their charge, or empty if none was asked for or the call failed.
-        unsafe { Self::from_pinned(pages, nr_pages, ret, charge) }
+        unsafe { Self::from_pinned(pages, nr_pages, flags, ret, charge) }
     }
 }
 
 impl<T: PinTerm> Drop for PinnedPages<T> {
     fn drop(&mut self) {
-        self.unpin(false);
+        self.unpin(self.dirty);
     }
 }
 
@@ -570,8 +588,11 @@ mod tests {
         // takes over; `File` is a transparent wrapper of `struct file`.
         let file: ARef<File> = unsafe { ARef::from_raw(NonNull::new_unchecked(file.cast())) };
         let len = i64::try_from(len)?;
-        // SAFETY: `file` is valid; mode 0 allocates the range and extends the file to cover it.
-        to_result(unsafe { bindings::vfs_fallocate(file.as_ptr(), 0, 0, len) } as c_int)?;
+        if len > 0 {
+            // SAFETY: `file` is valid; mode 0 allocates the range and extends the file to cover
+            // it.
+            to_result(unsafe { bindings::vfs_fallocate(file.as_ptr(), 0, 0, len) } as c_int)?;
+        }
         Ok(file)
     }
 
@@ -922,6 +943,31 @@ mod tests {
         assert_eq!(PinStats::now(), stats.plus(2, 0));
         drop(pinned);
         assert_eq!(PinStats::now(), stats.plus(2, 2));
+        Ok(())
+    }
+
+    #[test]
+    fn write_pins_end_dirty() -> Result {
+        // Page 0 is a hole, which the first pin fills with a clean page-cache folio.
+        let file = memfd(false, 0)?;
+        let mut pos = (2 * PAGE_SIZE - 1) as i64;
+        // SAFETY: `file` is valid, the buffer holds one byte, and `pos` is a valid offset.
+        let written =
+            unsafe { bindings::kernel_write(file.as_ptr(), c"".as_ptr().cast(), 1, &mut pos) };
+        assert_eq!(written, 1);
+
+        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::empty(), Accounting::None)?;
+        let held = HeldFolio::new(&pinned, 0)?;
+        assert!(!held.folio().is_dirty());
+        drop(pinned);
+        assert!(!held.folio().is_dirty());
+
+        // A device may write to pages pinned for writing without dirtying them: the drop does.
+        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::WRITE, Accounting::None)?;
+        assert!(all_in(&pinned, held.folio()));
+        assert!(!held.folio().is_dirty());
+        drop(pinned);
+        assert!(held.folio().is_dirty());
         Ok(())
     }
 

@@ -10,6 +10,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -39,6 +40,7 @@
 #define GUP_TEST_FILE	"/sys/kernel/debug/gup_test"
 #define SHMEM_ENABLED	"/sys/kernel/mm/transparent_hugepage/shmem_enabled"
 #define FREE_HUGE_2M	"/sys/kernel/mm/hugepages/hugepages-2048kB/free_hugepages"
+#define RESV_HUGE_2M	"/sys/kernel/mm/hugepages/hugepages-2048kB/resv_hugepages"
 #define MiB		(1024UL * 1024)
 #define MAX_ZONES	64
 
@@ -638,6 +640,144 @@ TEST_F(pin_fd, bad_fd)
 	check_pins(_metadata, self, 0, 0);
 }
 
+/* @fd opened again through /proc/self/fd, with @flags: a new file. */
+static int reopen(int fd, int flags)
+{
+	char path[64];
+
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", fd);
+	return open(path, flags);
+}
+
+/* The blocks allocated to @fd, or -1. */
+static long long blocks(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) ? -1 : (long long)st.st_blocks;
+}
+
+/*
+ * Checks that the memlock charge events since self->base balance: a refused
+ * pin charges nothing, or returns what it charged.
+ */
+static void check_uncharged(struct __test_metadata *_metadata,
+			    struct _test_data_pin_fd *self)
+{
+	struct pins now = {};
+
+	ASSERT_EQ(0, read_pins(&now));
+	if (!now.accounting)
+		return;
+	EXPECT_EQ(now.accounted - self->base.accounted,
+		  now.unaccounted - self->base.unaccounted);
+}
+
+/*
+ * A pin asks for the access a shared mapping would: a file open read-only
+ * is pinned for reading only, and a write pin of it is refused as
+ * mmap(PROT_WRITE, MAP_SHARED) is, before anything is pinned, charged or
+ * allocated.
+ */
+TEST_F(pin_fd, read_only_fd)
+{
+	size_t size = 8 * psize();
+	char *data = pattern(0, 8), *map;
+	long long nr_blocks;
+	int err;
+
+	ASSERT_NE(NULL, data);
+	self->fd = memfd_with(0, size, data);
+	ASSERT_LE(0, self->fd);
+	self->fd2 = reopen(self->fd, O_RDONLY);
+	ASSERT_LE(0, self->fd2);
+
+	/* The premise: no writable shared mapping of it. */
+	map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, self->fd2,
+		   0);
+	err = errno;
+	EXPECT_EQ(MAP_FAILED, map) {
+		munmap(map, size);
+	}
+	EXPECT_EQ(EACCES, err);
+
+	/* A read pin of it holds the file's data. */
+	pin_check(_metadata, self, self->fd2, 0, size, 0, data);
+	unpin_check(_metadata, self);
+
+	/* No write pin, of the data or of holes it would fill. */
+	ASSERT_EQ(0, ftruncate(self->fd, 2 * size));
+	nr_blocks = blocks(self->fd);
+	ASSERT_LE(0, nr_blocks);
+	ASSERT_EQ(0, read_pins(&self->base));
+	EXPECT_EQ(-EACCES, pin(self, self->fd2, 0, size,
+			       PIN_FD_TEST_FLAG_WRITE));
+	EXPECT_EQ(-EACCES, pin(self, self->fd2, size, size,
+			       PIN_FD_TEST_FLAG_WRITE));
+	EXPECT_EQ(-EACCES, pin(self, self->fd2, 0, 2 * size,
+			       PIN_FD_TEST_FLAG_WRITE |
+			       PIN_FD_TEST_FLAG_ACCOUNT));
+	check_pins(_metadata, self, 0, 0);
+	check_uncharged(_metadata, self);
+	EXPECT_EQ(nr_blocks, blocks(self->fd));
+
+	/* It is the file that refuses: the read-write one pins for writing. */
+	pin_check(_metadata, self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE,
+		  data);
+	unpin_check(_metadata, self);
+	free(data);
+}
+
+/* A file open write-only is refused any pin, as it is any shared mapping. */
+TEST_F(pin_fd, write_only_fd)
+{
+	static const int prots[] = { PROT_READ, PROT_READ | PROT_WRITE };
+	static const unsigned int flags[] = {
+		0, PIN_FD_TEST_FLAG_WRITE, PIN_FD_TEST_FLAG_ACCOUNT,
+	};
+	size_t size = 8 * psize();
+	char *data = pattern(0, 8), *map;
+	long long nr_blocks;
+	int i, err;
+
+	ASSERT_NE(NULL, data);
+	/* Data, then holes. */
+	self->fd = memfd_with(0, size, data);
+	ASSERT_LE(0, self->fd);
+	ASSERT_EQ(0, ftruncate(self->fd, 2 * size));
+	self->fd2 = reopen(self->fd, O_WRONLY);
+	ASSERT_LE(0, self->fd2);
+
+	/* The premise. */
+	for (i = 0; i < 2; i++) {
+		map = mmap(NULL, size, prots[i], MAP_SHARED, self->fd2, 0);
+		err = errno;
+		EXPECT_EQ(MAP_FAILED, map) {
+			munmap(map, size);
+		}
+		EXPECT_EQ(EACCES, err);
+	}
+
+	nr_blocks = blocks(self->fd);
+	ASSERT_LE(0, nr_blocks);
+	ASSERT_EQ(0, read_pins(&self->base));
+	for (i = 0; i < 3; i++) {
+		EXPECT_EQ(-EACCES, pin(self, self->fd2, 0, size, flags[i]));
+		EXPECT_EQ(-EACCES, pin(self, self->fd2, size, size, flags[i]));
+	}
+	check_pins(_metadata, self, 0, 0);
+	check_uncharged(_metadata, self);
+	EXPECT_EQ(nr_blocks, blocks(self->fd));
+
+	/* It writes to the same file, which pins through the first fd. */
+	memset(data + 2 * psize(), 0x3c, psize());
+	ASSERT_EQ(psize(), pwrite(self->fd2, data + 2 * psize(), psize(),
+				  2 * psize()));
+	pin_check(_metadata, self, self->fd, 0, size, 0, data);
+	unpin_check(_metadata, self);
+	free(data);
+}
+
 TEST_F(pin_fd, write_sealed)
 {
 	static const int seals[] = { F_SEAL_WRITE, F_SEAL_FUTURE_WRITE };
@@ -672,6 +812,124 @@ TEST_F(pin_fd, write_sealed)
 	unpin_check(_metadata, self);
 	EXPECT_EQ(0, fcntl(self->fd, F_ADD_SEALS, F_SEAL_WRITE));
 	free(data);
+}
+
+/* Adds F_SEAL_WRITE to a memfd, again while pins make it fail with EBUSY. */
+struct sealer {
+	pthread_barrier_t start;
+	int fd;
+	bool stop;		/* set by the pinner: give up */
+	int err;		/* 0 once sealed, or the errno it gave up on */
+	unsigned long busy;	/* attempts that failed with EBUSY */
+};
+
+static void *seal_write(void *arg)
+{
+	struct sealer *s = arg;
+
+	pthread_barrier_wait(&s->start);
+	while (!__atomic_load_n(&s->stop, __ATOMIC_ACQUIRE)) {
+		if (!fcntl(s->fd, F_ADD_SEALS, F_SEAL_WRITE)) {
+			s->err = 0;
+			return NULL;
+		}
+		if (errno != EBUSY) {
+			s->err = errno;
+			return NULL;
+		}
+		s->busy++;
+	}
+	s->err = ETIMEDOUT;
+	return NULL;
+}
+
+/*
+ * Write pins race with F_SEAL_WRITE, for two seconds of rounds on fresh
+ * memfds. The seal fails while pages are pinned and a write pin fails once
+ * the file is sealed: neither may slip in between the other's check and its
+ * effect, so while a write pin holds the file is never write-sealed.
+ */
+TEST_F(pin_fd, seal_race)
+{
+	unsigned long rounds = 0, pinned = 0, refused = 0, busy = 0;
+	unsigned long violations = 0;
+	size_t size = 64 * psize();
+	struct pins before, after;
+	time_t stop, round_end;
+	pthread_t thread;
+	struct sealer s;
+	int ret, seals;
+
+	ASSERT_EQ(0, read_pins(&before));
+	stop = time(NULL) + 2;
+	while (time(NULL) < stop) {
+		/* Holes: the first pin fills them, a wider window to hit. */
+		self->fd = memfd_with(MFD_ALLOW_SEALING, size, NULL);
+		ASSERT_LE(0, self->fd);
+		memset(&s, 0, sizeof(s));
+		s.fd = self->fd;
+		ASSERT_EQ(0, pthread_barrier_init(&s.start, NULL, 2));
+		ASSERT_EQ(0, pthread_create(&thread, NULL, seal_write, &s));
+
+		/* No ASSERT until the sealer is joined. */
+		pthread_barrier_wait(&s.start);
+		round_end = time(NULL) + 3;
+		for (;;) {
+			ret = pin(self, self->fd, 0, size,
+				  PIN_FD_TEST_FLAG_WRITE);
+			if (ret)
+				break;
+			pinned++;
+			seals = fcntl(self->fd, F_GET_SEALS);
+			if (seals < 0 || (seals & F_SEAL_WRITE))
+				violations++;
+			if (ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP)) {
+				ret = -errno;
+				break;
+			}
+			if (time(NULL) > round_end) {
+				ret = -ETIMEDOUT;
+				break;
+			}
+		}
+		__atomic_store_n(&s.stop, true, __ATOMIC_RELEASE);
+		ASSERT_EQ(0, pthread_join(thread, NULL));
+		pthread_barrier_destroy(&s.start);
+		rounds++;
+		busy += s.busy;
+
+		/* The seal landed, and write pins fail from then on. */
+		EXPECT_EQ(0, s.err)
+			TH_LOG("round %lu: F_ADD_SEALS: %s", rounds,
+			       strerror(s.err));
+		EXPECT_EQ(-EPERM, ret)
+			TH_LOG("round %lu: write pin: %s", rounds,
+			       strerror(-ret));
+		if (s.err || ret != -EPERM)
+			break;
+		refused++;
+		ret = pin(self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE);
+		if (!ret)
+			ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP);
+		EXPECT_EQ(-EPERM, ret)
+			TH_LOG("round %lu: write pin once sealed: %s", rounds,
+			       strerror(-ret));
+		if (ret != -EPERM)
+			break;
+		refused++;
+		close(self->fd);
+		self->fd = -1;
+	}
+	TH_LOG("%lu rounds: %lu write pins held, %lu refused once sealed",
+	       rounds, pinned, refused);
+	TH_LOG("%lu seals failed while pinned, %lu pins held while sealed",
+	       busy, violations);
+	EXPECT_EQ(0, violations);
+	EXPECT_LT(0, rounds);
+
+	ASSERT_EQ(0, read_pins(&after));
+	EXPECT_EQ(after.acquired - before.acquired,
+		  after.released - before.released);
 }
 
 TEST_F(pin_fd, movable_migrated)
@@ -750,11 +1008,13 @@ TEST_F(pin_fd, fallocated)
 }
 
 /*
- * Pins race with truncation and hole punching of the same memfd for two
- * seconds: every pin either holds the whole range or fails cleanly, and no
- * pin is left behind.
+ * Pins with @flags race with truncation and hole punching of the same memfd
+ * for two seconds: every pin either holds the whole range or fails cleanly,
+ * and no pin is left behind.
  */
-TEST_F(pin_fd, truncate_race)
+static void pin_truncate_race(struct __test_metadata *_metadata,
+			      struct _test_data_pin_fd *self,
+			      unsigned int flags)
 {
 	size_t ps = psize(), size = 512 * ps;
 	unsigned long pinned = 0, refused = 0;
@@ -784,7 +1044,7 @@ TEST_F(pin_fd, truncate_race)
 
 	stop = time(NULL) + 2;
 	while (time(NULL) < stop) {
-		int ret = pin(self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE);
+		int ret = pin(self, self->fd, 0, size, flags);
 
 		if (ret == -EINVAL) {
 			refused++;
@@ -796,13 +1056,202 @@ TEST_F(pin_fd, truncate_race)
 	}
 	kill(child, SIGKILL);
 	ASSERT_EQ(child, waitpid(child, &status, 0));
-	TH_LOG("%lu pins held the whole range, %lu refused past EOF", pinned,
+	TH_LOG("%lu %s pins held the whole range, %lu refused past EOF",
+	       pinned, flags & PIN_FD_TEST_FLAG_WRITE ? "write" : "read",
 	       refused);
 	EXPECT_LT(0, pinned);
 
 	ASSERT_EQ(0, read_pins(&after));
 	EXPECT_EQ(after.acquired - before.acquired,
 		  after.released - before.released);
+}
+
+TEST_F(pin_fd, truncate_race)
+{
+	pin_truncate_race(_metadata, self, PIN_FD_TEST_FLAG_WRITE);
+}
+
+/* Read pins take no inode lock: the same race, without it. */
+TEST_F(pin_fd, truncate_race_read_only)
+{
+	pin_truncate_race(_metadata, self, 0);
+}
+
+/* Pins the whole 2 MiB hole of a hugetlb memfd, once the others are ready. */
+struct hole_pinner {
+	pthread_barrier_t *start;
+	int gup_fd;
+	int fd;
+	unsigned int flags;
+	int ret;
+};
+
+static void *pin_hole(void *arg)
+{
+	struct hole_pinner *p = arg;
+
+	pthread_barrier_wait(p->start);
+	p->ret = pin_gup(p->gup_fd, p->fd, 0, 2 * MiB, p->flags);
+	return NULL;
+}
+
+/*
+ * Waits up to 2 s for the free and reserved 2 MiB huge page counts to be
+ * @free and @resv again, once a hugetlb file is gone.
+ */
+static void huge_2m_wait(unsigned long free, unsigned long resv)
+{
+	for (int i = 0; i < 20; i++) {
+		if (read_num(FREE_HUGE_2M) == free &&
+		    read_num(RESV_HUGE_2M) == resv)
+			return;
+		usleep(100000);
+	}
+}
+
+/*
+ * Where @size bytes read from a filled hole, with @mark written at either
+ * end, first differ from that; @size if nowhere.
+ */
+static size_t hole_differs(const char *buf, size_t size, const uint64_t *mark)
+{
+	size_t m = sizeof(*mark), i;
+
+	if (memcmp(buf, &mark[0], m))
+		return 0;
+	if (memcmp(buf + size - m, &mark[1], m))
+		return size - m;
+	for (i = m; i < size - m && !buf[i]; i++)
+		;
+	return i < size - m ? i : size;
+}
+
+/*
+ * Pins race to fill the same hole of a hugetlb memfd: memfd_alloc_folio()
+ * allocates under the hugetlb fault mutex, and the loser must find the
+ * winner's page, not allocate, reserve or leak another one. Each round, two
+ * threads pin a fresh 2 MiB hole at once, each through its own gup_test file,
+ * both for reading, either or both for writing.
+ */
+TEST_F(pin_fd, hugetlb_hole_race)
+{
+	const uint64_t mark[2] = {
+		0x686f6c6552616365ULL, 0x9e3779b97f4a7c15ULL,
+	};
+	size_t size = 2 * MiB, nr = size / psize(), at;
+	unsigned long free0, resv0, held, rounds, done = 0;
+	struct hole_pinner p[2];
+	pthread_barrier_t start;
+	pthread_t thread[2];
+	char buf[32], *got[2], *map;
+	int gup[2], t, ret;
+	time_t stop;
+	__u64 addr;
+
+	if (!read_file(FREE_HUGE_2M, buf, sizeof(buf)))
+		SKIP(return, "no 2 MiB hugetlb pages");
+	if (strtoul(buf, NULL, 10) < 2)
+		SKIP(return, "fewer than 2 free 2 MiB huge pages");
+
+	/* Holes are filled outside ZONE_MOVABLE and CMA: is there a page? */
+	free0 = read_num(FREE_HUGE_2M);
+	resv0 = read_num(RESV_HUGE_2M);
+	self->fd = memfd_with(MFD_HUGETLB | MFD_HUGE_2MB, size, NULL);
+	ASSERT_LE(0, self->fd);
+	ret = pin(self, self->fd, 0, size, 0);
+	if (ret == -ENOMEM && self->may_migrate)
+		SKIP(return, "no free huge page outside ZONE_MOVABLE/CMA");
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	close(self->fd);
+	self->fd = -1;
+	huge_2m_wait(free0, resv0);
+	EXPECT_EQ(free0, read_num(FREE_HUGE_2M));
+	EXPECT_EQ(resv0, read_num(RESV_HUGE_2M));
+
+	/* A second pin set; the teardown's close() of it unpins. */
+	self->fd2 = open(GUP_TEST_FILE, O_RDWR);
+	ASSERT_LE(0, self->fd2);
+	gup[0] = self->gup_fd;
+	gup[1] = self->fd2;
+	for (t = 0; t < 2; t++) {
+		got[t] = malloc(size);
+		ASSERT_NE(NULL, got[t]);
+	}
+
+	ASSERT_EQ(0, read_pins(&self->base));
+	stop = time(NULL) + 4;
+	for (rounds = 0; rounds < 30 && time(NULL) < stop; rounds++) {
+		free0 = read_num(FREE_HUGE_2M);
+		resv0 = read_num(RESV_HUGE_2M);
+		self->fd = memfd_with(MFD_HUGETLB | MFD_HUGE_2MB, size, NULL);
+		ASSERT_LE(0, self->fd);
+		ASSERT_EQ(0, pthread_barrier_init(&start, NULL, 2));
+		for (t = 0; t < 2; t++) {
+			p[t] = (struct hole_pinner){
+				.start = &start,
+				.gup_fd = gup[t],
+				.fd = self->fd,
+				.flags = (rounds >> t) & 1 ?
+					 PIN_FD_TEST_FLAG_WRITE : 0,
+			};
+			ASSERT_EQ(0, pthread_create(&thread[t], NULL,
+						    pin_hole, &p[t]));
+		}
+		for (t = 0; t < 2; t++)
+			ASSERT_EQ(0, pthread_join(thread[t], NULL));
+		pthread_barrier_destroy(&start);
+		held = read_num(FREE_HUGE_2M);
+		for (t = 0; t < 2; t++) {
+			ASSERT_EQ(0, p[t].ret)
+				TH_LOG("round %lu: %s pin %d: %s", rounds,
+				       p[t].flags ? "write" : "read", t,
+				       strerror(-p[t].ret));
+		}
+
+		/* One page was allocated for both, not one each. */
+		EXPECT_EQ(free0 - 1, held)
+			TH_LOG("round %lu: %lu free huge pages, then %lu",
+			       rounds, free0, held);
+
+		/* Both hold the file's page, and read what is written to it. */
+		map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED,
+			   self->fd, 0);
+		ASSERT_NE(MAP_FAILED, map);
+		memcpy(map, &mark[0], sizeof(mark[0]));
+		memcpy(map + size - sizeof(mark[1]), &mark[1], sizeof(mark[1]));
+		munmap(map, size);
+		for (t = 0; t < 2; t++) {
+			memset(got[t], 0xa5, size);
+			addr = (uintptr_t)got[t];
+			ASSERT_EQ(0, ioctl(gup[t], PIN_LONGTERM_TEST_READ,
+					   &addr));
+			at = hole_differs(got[t], size, mark);
+			EXPECT_EQ(size, at)
+				TH_LOG("round %lu: pin %d differs at byte %zu",
+				       rounds, t, at);
+		}
+
+		for (t = 0; t < 2; t++)
+			ASSERT_EQ(0, ioctl(gup[t], PIN_LONGTERM_TEST_STOP));
+		done++;
+		close(self->fd);
+		self->fd = -1;
+
+		/* The page and its reservation went with the file. */
+		huge_2m_wait(free0, resv0);
+		EXPECT_EQ(free0, read_num(FREE_HUGE_2M))
+			TH_LOG("round %lu: free huge pages", rounds);
+		EXPECT_EQ(resv0, read_num(RESV_HUGE_2M))
+			TH_LOG("round %lu: reserved huge pages", rounds);
+		if (_metadata->exit_code != KSFT_PASS)
+			break;
+	}
+	TH_LOG("%lu rounds of two pins racing to fill a 2 MiB hole", done);
+	EXPECT_LT(0, done);
+	check_pins(_metadata, self, 2 * nr * done, 2 * nr * done);
+	for (t = 0; t < 2; t++)
+		free(got[t]);
 }
 
 /*
