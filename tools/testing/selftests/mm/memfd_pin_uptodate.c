@@ -111,7 +111,8 @@ static size_t check_pattern(const unsigned char *p, size_t len, size_t ps,
 
 	*zero = 0;
 	for (pg = 0; pg < len; pg += ps) {
-		ok = allzero = true;
+		ok = true;
+		allzero = true;
 		for (i = pg; i < pg + ps; i++) {
 			if (p[i] != pattern_byte(i))
 				ok = false;
@@ -183,7 +184,7 @@ TEST_F_TIMEOUT(memfd_pin, fallocated_write_survives, 120)
 	ASSERT_NE(MAP_FAILED, mem);
 	bad = check_pattern(mem, size, self->ps, &zero);
 	munmap(mem, size);
-	TH_LOG("memfd mapping: %zu of %zu pages lost what was written through the buffer (%zu read zeros)",
+	TH_LOG("memfd mapping: %zu of %zu pages lost the buffer's data (%zu zeros)",
 	       bad, npages, zero);
 	EXPECT_EQ((size_t)0, bad);
 
@@ -259,7 +260,7 @@ TEST_F_TIMEOUT(memfd_pin, fallocated_no_stale_data, 120)
 	}
 	EXPECT_EQ(0, dmabuf_sync(buf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ));
 
-	TH_LOG("%zu non-zero bytes (%zu of them %#x) in %zu MiB of fallocated pages read through the buffer",
+	TH_LOG("%zu non-zero bytes (%zu of them %#x) in %zu MiB of fallocated pages",
 	       nonzero, filled, FILL_BYTE, size >> 20);
 	if (!nonzero)
 		TH_LOG("(with init_on_alloc=1 an unfixed kernel reads zeros too)");

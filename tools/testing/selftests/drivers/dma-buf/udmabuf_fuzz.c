@@ -222,7 +222,7 @@ static void setup_files(int dev_rs, int dev_c)
 {
 	const unsigned int seal = MFD_ALLOW_SEALING;
 	long huge = hugepage_size();
-	int data, fd, buf, p[2], sv[2];
+	int data, partial, fd, buf, p[2], sv[2];
 	struct udmabuf_create c;
 	char path[64];
 
@@ -247,8 +247,8 @@ static void setup_files(int dev_rs, int dev_c)
 		  F_SEAL_SHRINK | F_SEAL_FUTURE_WRITE, FILL_DATA, false);
 	add_memfd("shmem, no MFD_ALLOW_SEALING", 0, 4 * ps, 0, FILL_DATA, false);
 	/* Both refuse a range that ends in the partial last page. */
-	add_memfd("shmem, 16 pages + 100 bytes", seal, 16 * ps + 100, F_SEAL_SHRINK,
-		  FILL_DATA, true);
+	partial = add_memfd("shmem, 16 pages + 100 bytes", seal, 16 * ps + 100, F_SEAL_SHRINK,
+			    FILL_DATA, true);
 
 	if (huge > 0 && huge <= 4 << 20 &&
 	    add_memfd("hugetlb, 1 page", seal | MFD_HUGETLB, huge, F_SEAL_SHRINK, FILL_DATA,
@@ -262,8 +262,16 @@ static void setup_files(int dev_rs, int dev_c)
 		ksft_print_msg("no free huge page of 4 MiB at most: hugetlb memfds not tested\n");
 	}
 
+	/* Both refuse a memfd not open for reading and writing, after the seals. */
 	snprintf(path, sizeof(path), "/proc/self/fd/%d", files[data].fd);
-	add_file(open(path, O_RDONLY), true, true, 16 * ps, "shmem, 16 pages, read-only");
+	add_file(open(path, O_RDONLY), true, false, 16 * ps, "shmem, 16 pages, read-only");
+	add_file(open(path, O_WRONLY), true, false, 16 * ps, "shmem, 16 pages, write-only");
+	if (partial >= 0) {
+		snprintf(path, sizeof(path), "/proc/self/fd/%d", files[partial].fd);
+		add_file(open(path, O_RDONLY), true, false, 16 * ps + 100,
+			 "shmem, 16 pages + 100 bytes, read-only");
+	}
+	snprintf(path, sizeof(path), "/proc/self/fd/%d", files[data].fd);
 	add_file(open(path, O_PATH), true, false, 16 * ps, "O_PATH of shmem, 16 pages");
 	fd = open("/dev/shm", O_TMPFILE | O_RDWR, 0600);
 	if (fd >= 0 && ftruncate(fd, 4 * ps)) {
