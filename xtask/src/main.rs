@@ -11,6 +11,7 @@ mod fetch;
 mod ktap;
 mod plot;
 mod proc;
+mod profile;
 mod report;
 mod series;
 mod setup;
@@ -107,6 +108,12 @@ enum Command {
         /// usable KVM, else icount]
         #[arg(long, value_enum)]
         mode: Option<bench::Mode>,
+        /// Record a timer-based kernel profile (/proc/profile, sampling by
+        /// instructions under icount) of one arm instead of the pairs, and
+        /// write its top symbols: fd, fast, folios (gup_test, [:MEM:SIZE],
+        /// default 4k:64), pp-none, pp-c, pp-rs, udmabuf-c, udmabuf-rs
+        #[arg(long, value_name = "ARM", conflicts_with = "pipeline")]
+        profile: Option<String>,
         /// Also time the pipeline: an incremental build after one patch, a
         /// boot, the whole guest test run
         #[arg(long)]
@@ -116,7 +123,7 @@ enum Command {
         clean: bool,
         /// Only print the tables and draw the plots again from the last
         /// run's work/bench/results.json
-        #[arg(long, conflicts_with_all = ["rounds", "pipeline", "mode"])]
+        #[arg(long, conflicts_with_all = ["rounds", "pipeline", "profile", "mode"])]
         replot: bool,
     },
     /// Write each sub-series as one mbox for `b4 am` / `git am` into a directory
@@ -236,6 +243,7 @@ fn run(cli: Cli) -> Result<()> {
             max_rounds,
             stable,
             mode,
+            profile,
             pipeline,
             clean,
             ..
@@ -246,6 +254,7 @@ fn run(cli: Cli) -> Result<()> {
             if stable.is_nan() || stable <= 0.0 {
                 bail!("--stable must be a positive percentage");
             }
+            let target = profile.as_deref().map(profile::Target::parse).transpose()?;
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
             let head = r.stage("apply", || series::apply(&ctx))?;
@@ -259,14 +268,19 @@ fn run(cli: Cli) -> Result<()> {
                 min: rounds,
                 max: max_rounds,
             };
-            r.stage("bench", || {
-                let opts = bench::Options {
-                    rounds,
-                    mode,
-                    stable: stable / 100.0,
-                };
-                bench::bench(&ctx, &built.bzimage, &built.kselftests, &opts, &steps)
-            })?;
+            match target {
+                Some(target) => r.stage("profile", || {
+                    profile::profile(&ctx, &built, &target, mode, rounds.min)
+                })?,
+                None => r.stage("bench", || {
+                    let opts = bench::Options {
+                        rounds,
+                        mode,
+                        stable: stable / 100.0,
+                    };
+                    bench::bench(&ctx, &built.bzimage, &built.kselftests, &opts, &steps)
+                })?,
+            }
         }
         Command::Mbox { dir } => {
             let dir = ctx.root.join(dir);
