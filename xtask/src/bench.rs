@@ -24,7 +24,7 @@ use crate::{build, vm};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
@@ -888,6 +888,52 @@ fn watch_rounds(out: &Path, rounds: Rounds, stable: f64, running: &AtomicBool) {
     }
 }
 
+/// Where a benchmark guest runs: work/bench, the clock, and the directory
+/// of this kind of run and clock, shared with the guest.
+pub struct GuestDirs {
+    pub top: PathBuf,
+    pub clock: Clock,
+    pub out: PathBuf,
+}
+
+/// Chooses the clock (a KVM probe boot if `mode` leaves it open) and
+/// creates work/bench/`prefix`<clock>, without its `stale` files.
+pub fn guest_dirs(
+    ctx: &Ctx,
+    bzimage: &Path,
+    mode: Option<Mode>,
+    prefix: &str,
+    stale: &[&str],
+) -> Result<GuestDirs> {
+    let top = ctx.root.join("work/bench");
+    std::fs::create_dir_all(&top).with_context(|| format!("cannot create {}", top.display()))?;
+    let top = top.canonicalize()?;
+    let clock = Clock::choose(mode, || vm::kvm_works(ctx, bzimage, &top));
+    let out = top.join(format!("{prefix}{}", clock.name()));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    for name in stale {
+        let _ = std::fs::remove_file(out.join(name));
+    }
+    Ok(GuestDirs { top, clock, out })
+}
+
+/// vng running `script` with `clock`, `extra` kernel arguments and the
+/// guest time-out of series.toml.
+pub fn guest(
+    ctx: &Ctx,
+    bzimage: &Path,
+    out: &Path,
+    clock: Clock,
+    extra: &[String],
+    script: &Path,
+) -> crate::proc::Cmd {
+    vm::vng(ctx, bzimage, out, clock.kvm(), extra)
+        .args(clock.vng_args())
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .timeout(Duration::from_secs(ctx.cfg.vm.timeout))
+}
+
 /// Compiles udmabuf_bench into `dir` and builds the benchmark modules
 /// against the default profile's kernel.
 pub fn guest_programs(ctx: &Ctx, dir: &Path) -> Result<(UdmabufBench, PagePoolBench)> {
@@ -916,15 +962,8 @@ pub fn bench(
     opts: &Options,
     pipeline: &[(String, f64)],
 ) -> Result<()> {
-    let top = ctx.root.join("work/bench");
-    std::fs::create_dir_all(&top)?;
-    let top = top.canonicalize()?;
-    let clock = Clock::choose(opts.mode, || vm::kvm_works(ctx, bzimage, &top));
-    let out = top.join(clock.name());
-    std::fs::create_dir_all(&out)?;
-    for stale in ["samples.txt", "stderr.txt", "done", "stop", "rounds.log"] {
-        let _ = std::fs::remove_file(out.join(stale));
-    }
+    let stale = ["samples.txt", "stderr.txt", "done", "stop", "rounds.log"];
+    let GuestDirs { top, clock, out } = guest_dirs(ctx, bzimage, opts.mode, "", &stale)?;
     let (udmabuf, page_pool) = guest_programs(ctx, &top)?;
     let script = out.join("guest.sh");
     std::fs::write(
@@ -945,12 +984,7 @@ pub fn bench(
     let running = AtomicBool::new(true);
     let exit = std::thread::scope(|scope| {
         scope.spawn(|| watch_rounds(&out, opts.rounds, opts.stable, &running));
-        let exit = vm::vng(ctx, bzimage, &out, clock.kvm(), &[])
-            .args(clock.vng_args())
-            .arg("--exec")
-            .arg(format!("sh {}", script.display()))
-            .timeout(Duration::from_secs(ctx.cfg.vm.timeout))
-            .run_unchecked(&log);
+        let exit = guest(ctx, bzimage, &out, clock, &[], &script).run_unchecked(&log);
         running.store(false, Ordering::Relaxed);
         exit
     })?;

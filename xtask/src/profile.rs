@@ -11,13 +11,11 @@
 //! instruction-based profile. Ticks in user space and in modules (the
 //! benchmark modules' own loops) are not counted.
 
-use crate::bench::{self, Clock, Mode, PIN_ARMS, PIN_MEMORY};
+use crate::bench::{self, Mode, PIN_ARMS, PIN_MEMORY};
 use crate::build::Built;
 use crate::ctx::Ctx;
-use crate::vm;
 use anyhow::{bail, Context, Result};
 use std::path::Path;
-use std::time::Duration;
 
 /// The kernel argument that turns the profile on: 2^2-byte buckets.
 pub const PROFILE_ARG: &str = "profile=2";
@@ -298,15 +296,9 @@ pub fn profile(
     mode: Option<Mode>,
     rounds: u32,
 ) -> Result<()> {
-    let top = ctx.root.join("work/bench");
-    std::fs::create_dir_all(&top)?;
-    let top = top.canonicalize()?;
-    let clock = Clock::choose(mode, || vm::kvm_works(ctx, &built.bzimage, &top));
-    let out = top.join(format!("profile-{}", clock.name()));
-    std::fs::create_dir_all(&out)?;
-    for stale in ["samples.txt", "stderr.txt", "done", "profile.bin"] {
-        let _ = std::fs::remove_file(out.join(stale));
-    }
+    let stale = ["samples.txt", "stderr.txt", "done", "profile.bin"];
+    let bench::GuestDirs { top, clock, out } =
+        bench::guest_dirs(ctx, &built.bzimage, mode, "profile-", &stale)?;
     let (udmabuf, page_pool) = bench::guest_programs(ctx, &top)?;
     let programs = Programs {
         ksft: &built.kselftests,
@@ -323,17 +315,14 @@ pub fn profile(
         clock.describe()
     );
     let log = ctx.log(&format!("bench-profile-{}", clock.name()));
-    let exit = vm::vng(
+    let exit = bench::guest(
         ctx,
         &built.bzimage,
         &out,
-        clock.kvm(),
+        clock,
         &[PROFILE_ARG.into()],
+        &script,
     )
-    .args(clock.vng_args())
-    .arg("--exec")
-    .arg(format!("sh {}", script.display()))
-    .timeout(Duration::from_secs(ctx.cfg.vm.timeout))
     .run_unchecked(&log)?;
     let bin = out.join("profile.bin");
     if exit.timed_out || !out.join("done").exists() || !bin.exists() {
