@@ -226,8 +226,9 @@ fn pin_round(reverse: bool) -> String {
 
 /// The guest script: rounds of every pair (the arms' order reversed every
 /// other round), each between `ROUND n` and `ROUND-END n` lines, one line
-/// per sample. From `rounds.min` rounds on it stops when the file `stop`
-/// appears in `out`; progress goes to the console.
+/// per sample. From `rounds.min` rounds on, it waits after round n for the
+/// host's file `judged-<n>` in `out`, and stops if `stop` is there too;
+/// progress goes to the console.
 pub fn guest_script(
     out: &Path,
     ksft: &Path,
@@ -279,10 +280,15 @@ pub fn guest_script(
         with_controls(&PAGE_POOL_ARMS).join(" ")
     ));
     s.push_str("\techo \"ROUND-END $n\"\n}\n");
+    // From `min` rounds on, the host judges each round (judged-<n>), having
+    // created `stop` first if the medians are stable. The wait has no bound
+    // of its own: under icount `sleep` takes no real time.
+    let o = out.display();
     s.push_str(&format!(
         "n=0\nwhile [ $n -lt {max} ]; do\n\tround $n\n\tn=$((n + 1))\n\
-         \t[ $n -ge {min} ] && [ -e {}/stop ] && break\ndone\n",
-        out.display()
+         \t[ $n -ge {min} ] && [ $n -lt {max} ] || continue\n\
+         \twhile [ ! -e {o}/judged-$n ]; do sleep 1; done\n\
+         \t[ -e {o}/stop ] && break\ndone\n"
     ));
     s.push_str(&format!("touch {}/done\n", out.display()));
     s
@@ -860,8 +866,9 @@ pub fn should_stop(done: u32, change: Option<f64>, rounds: Rounds, stable: f64) 
 }
 
 /// Reads the guest's samples while it runs (`running`): after each round,
-/// logs the largest move of a median to rounds.log, and creates the file
-/// `stop` in `out` once [`should_stop`].
+/// logs the largest move of a median to rounds.log, creates the file `stop`
+/// in `out` once [`should_stop`], and then `judged-<rounds done>`, which
+/// the guest waits for.
 fn watch_rounds(out: &Path, rounds: Rounds, stable: f64, running: &AtomicBool) {
     let mut checked = 0;
     let mut log = String::new();
@@ -883,6 +890,9 @@ fn watch_rounds(out: &Path, rounds: Rounds, stable: f64, running: &AtomicBool) {
         let _ = std::fs::write(out.join("rounds.log"), &log);
         if stop {
             let _ = std::fs::write(out.join("stop"), "");
+        }
+        let _ = std::fs::write(out.join(format!("judged-{done}")), "");
+        if stop {
             return;
         }
     }
@@ -964,6 +974,16 @@ pub fn bench(
 ) -> Result<()> {
     let stale = ["samples.txt", "stderr.txt", "done", "stop", "rounds.log"];
     let GuestDirs { top, clock, out } = guest_dirs(ctx, bzimage, opts.mode, "", &stale)?;
+    for entry in std::fs::read_dir(&out)? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("judged-"))
+        {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
     let (udmabuf, page_pool) = guest_programs(ctx, &top)?;
     let script = out.join("guest.sh");
     std::fs::write(
@@ -1301,7 +1321,10 @@ UDMABUF 4k-2M attach+detach rs 0.2
         assert!(s.contains("\techo \"ROUND $n\"\n"));
         assert!(s.contains("\techo \"ROUND-END $n\"\n"));
         assert!(s.contains("while [ $n -lt 7 ]"));
-        assert!(s.contains("[ $n -ge 2 ] && [ -e /o/stop ] && break"));
+        let wait = "\t[ $n -ge 2 ] && [ $n -lt 7 ] || continue\n\
+                    \twhile [ ! -e /o/judged-$n ]; do sleep 1; done\n\
+                    \t[ -e /o/stop ] && break\n";
+        assert!(s.contains(wait), "{s}");
         assert!(s.trim_end().ends_with("touch /o/done"));
         // Progress goes to the console, saved as fd 3.
         assert!(s.contains("exec 3>&1 > /o/samples.txt"));
@@ -1316,6 +1339,50 @@ UDMABUF 4k-2M attach+detach rs 0.2
             .status()
             .unwrap();
         assert!(ok.success(), "{s}");
+    }
+
+    /// Runs the guest script's loop over rounds with `round` replaced by
+    /// one printing `value` (sh, of $1) for one arm, against the host's
+    /// watcher; returns the rounds run and whether the host said stop.
+    fn rounds_against_watcher(rounds: Rounds, value: &str) -> (u32, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let (ub, pp) = programs();
+        let script = guest_script(out, Path::new("/k"), &ub, &pp, rounds);
+        let rounds_loop = &script[script.find("\nn=0\n").unwrap() + 1..];
+        let stub = format!(
+            "exec > {}/samples.txt\n\
+             round() {{ echo \"ROUND $1\"; echo \"PP fast-path c {value}\"; echo \"ROUND-END $1\"; }}\n\
+             {rounds_loop}",
+            out.display()
+        );
+        let running = AtomicBool::new(true);
+        let status = std::thread::scope(|scope| {
+            scope.spawn(|| watch_rounds(out, rounds, 0.005, &running));
+            let status = std::process::Command::new("sh")
+                .args(["-c", &stub])
+                .status()
+                .unwrap();
+            running.store(false, Ordering::Relaxed);
+            status
+        });
+        assert!(status.success());
+        assert!(out.join("done").exists());
+        let text = std::fs::read_to_string(out.join("samples.txt")).unwrap();
+        let log = std::fs::read_to_string(out.join("rounds.log")).unwrap_or_default();
+        assert!(log.starts_with("after round"), "{log}");
+        (rounds_done(&text), out.join("stop").exists())
+    }
+
+    #[test]
+    fn guest_stops_when_the_host_finds_medians_stable() {
+        let r = Rounds { min: 2, max: 6 };
+        // The same value every round: stable at the first judged round.
+        assert_eq!(rounds_against_watcher(r, "100"), (2, true));
+        let r = Rounds { min: 3, max: 6 };
+        assert_eq!(rounds_against_watcher(r, "100"), (3, true));
+        // Growing by half each round: never stable, up to the cap.
+        assert_eq!(rounds_against_watcher(r, "$((100 + $1 * 50))"), (6, false));
     }
 
     #[test]
