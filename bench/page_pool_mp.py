@@ -2,18 +2,19 @@
 # SPDX-License-Identifier: GPL-2.0
 """The page_pool pair of `cargo xtask bench`, run in the guest.
 
-Loads bench_page_pool.ko (tools/testing/selftests/net/bench/page_pool, with
-its memory provider arms) REPEAT times per arm and round, the arms taking
-turns and their order rotating from round to round:
+Runs one round: loads bench_page_pool.ko (tools/testing/selftests/net/bench/
+page_pool, with its memory provider arms) REPEAT times per arm, the arms
+taking turns, their order rotated by the round's number:
 
   none  mp03/mp04: a page pool without provider;
   c     mp01/mp02: the pool of a netdevsim rx queue bound to a udmabuf
         dma-buf with the C devmem provider;
-  rs    the same with the Rust provider (net_devmem/rust_provider=Y).
+  rs    the same with the Rust provider (net_devmem/rust_provider=Y);
+  X-aa  the A/A control of arm X: X again, under another name.
 
 and prints one line per sample: PP <fast-path|provider-path> <arm> <ns>.
 
-Usage: page_pool_mp.py <kselftest dir> <bench_page_pool.ko> <rounds> <loops>
+Usage: page_pool_mp.py <kselftest dir> <bench_page_pool.ko> <round> <loops> <arm>...
 """
 
 import fcntl
@@ -23,7 +24,10 @@ import struct
 import subprocess
 import sys
 
-KSFT, KO, ROUNDS, LOOPS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+if len(sys.argv) < 6:
+    sys.exit(__doc__)
+KSFT, KO, ROUND, LOOPS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+ARMS = sys.argv[5:]
 sys.path.insert(0, os.path.join(KSFT, "drivers/net"))
 os.chdir(os.path.join(KSFT, "drivers/net"))
 
@@ -31,7 +35,7 @@ os.chdir(os.path.join(KSFT, "drivers/net"))
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, ip  # noqa: E402
 
 KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
-ARMS = ["none", "c", "rs"]
+CONTROL = "-aa"
 REPEAT = 3
 # bench_page_pool_simple.c's run_flags bits.
 MP01, MP02, MP03, MP04 = 4, 5, 6, 7
@@ -42,6 +46,9 @@ LINES = {
     "c": {"mp01-fast-path": "fast-path", "mp02-provider-path": "provider-path"},
 }
 LINES["rs"] = LINES["c"]
+for _arm in ARMS:
+    if _arm.removesuffix(CONTROL) not in LINES:
+        sys.exit(f"unknown arm {_arm}: one of {', '.join(LINES)}, or one of them + {CONTROL}")
 UDMABUF_CREATE = (1 << 30) | (24 << 16) | (ord("u") << 8) | 0x42
 
 
@@ -91,21 +98,21 @@ def main():
                                "tcp-data-split": "enabled"})
     buf = dmabuf(1024)
     try:
-        for rnd in range(ROUNDS):
-            arms = ARMS[rnd % 3:] + ARMS[:rnd % 3]
-            for arm in arms * REPEAT:
-                if arm == "none":
-                    times = run_module([MP03, MP04], 0)
-                else:
-                    select(arm)
-                    # The binding lives as long as its netlink socket.
-                    nl = NetdevFamily()
-                    nl.bind_rx({"ifindex": dev["ifindex"], "fd": buf,
-                                "queues": [{"id": 0, "type": "rx"}]})
-                    times = run_module([MP01, MP02], dev["ifindex"])
-                    nl.close()
-                for test, what in LINES[arm].items():
-                    print(f"PP {what} {arm} {times[test]}", flush=True)
+        shift = ROUND % len(ARMS)
+        for name in (ARMS[shift:] + ARMS[:shift]) * REPEAT:
+            arm = name.removesuffix(CONTROL)
+            if arm == "none":
+                times = run_module([MP03, MP04], 0)
+            else:
+                select(arm)
+                # The binding lives as long as its netlink socket.
+                nl = NetdevFamily()
+                nl.bind_rx({"ifindex": dev["ifindex"], "fd": buf,
+                            "queues": [{"id": 0, "type": "rx"}]})
+                times = run_module([MP01, MP02], dev["ifindex"])
+                nl.close()
+            for test, what in LINES[arm].items():
+                print(f"PP {what} {name} {times[test]}", flush=True)
     finally:
         os.close(buf)
         nsim.remove()

@@ -14,9 +14,13 @@
  * with a 64-bit DMA mask, attached once) and attach + detach. A sample is
  * the mean of ITERS timed calls in the kernel, in microseconds per call.
  *
- * Usage: udmabuf_bench [--raw] [C device] [Rust device]
+ * A third arm, c-aa, runs the C device again under another name: an A/A
+ * control, whose ratio to c shows the noise of the measure.
+ *
+ * Usage: udmabuf_bench [--raw] [--split N] [--only ARM] [C device] [Rust device]
  * --raw prints every sample instead ("UDMABUF memory operation arm value"),
- * for `cargo xtask bench`.
+ * for `cargo xtask bench`; --split N runs 1/N of the repetitions (one round
+ * of N); --only ARM (c, rs or c-aa) runs that arm alone, raw, for a profile.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -34,6 +38,7 @@
 #include "dmabuf_importer/dmabuf_import_bench.h"
 
 #define LIST_ITEMS 16
+#define NR_ARMS 3
 
 static double now_us(void)
 {
@@ -160,12 +165,16 @@ static double sample(enum what what, int dev, int memfd, size_t size, int held,
 	return size / (t1 - t0); /* bytes per us = MB/s */
 }
 
+static void usage(void)
+{
+	fprintf(stderr, "usage: udmabuf_bench [--raw] [--split N] [--only c|rs|c-aa] [C device] [Rust device]\n");
+	exit(2);
+}
+
 int main(int argc, char **argv)
 {
-	int raw = argc > 1 && !strcmp(argv[1], "--raw");
-	const char *names[2] = { argc > 1 + raw ? argv[1 + raw] : "/dev/udmabuf",
-				 argc > 2 + raw ? argv[2 + raw] : "/dev/udmabuf_rs" };
-	static const char *arms[2] = { "c", "rs" };
+	static const char *arms[NR_ARMS] = { "c", "rs", "c-aa" };
+	const char *names[2] = { "/dev/udmabuf", "/dev/udmabuf_rs" };
 	/* iters: calls per importer sample. */
 	static const struct {
 		const char *name; int huge; size_t size; int reps; unsigned int iters;
@@ -175,12 +184,36 @@ int main(int argc, char **argv)
 		{ "2M-2M",    1, 2 << 20,   41, 32 },
 		{ "2M-256M",  1, 256 << 20, 15, 4 },
 	};
-	int devs[2];
+	int raw = 0, split = 1, only = -1, ndev = 0;
+	int devs[NR_ARMS];
 
-	for (int a = 0; a < 2; a++) {
-		devs[a] = open(names[a], O_RDWR);
+	for (int i = 1; i < argc; i++) {
+		if (!strcmp(argv[i], "--raw")) {
+			raw = 1;
+		} else if (!strcmp(argv[i], "--split") && i + 1 < argc) {
+			split = atoi(argv[++i]);
+			if (split < 1)
+				usage();
+		} else if (!strcmp(argv[i], "--only") && i + 1 < argc) {
+			i++;
+			for (only = 0; only < NR_ARMS && strcmp(argv[i], arms[only]); only++)
+				;
+			if (only == NR_ARMS)
+				usage();
+			raw = 1;
+		} else if (argv[i][0] == '-' || ndev == 2) {
+			usage();
+		} else {
+			names[ndev++] = argv[i];
+		}
+	}
+	for (int a = 0; a < NR_ARMS; a++) {
+		/* c-aa opens the C device again. */
+		const char *name = names[a == 2 ? 0 : a];
+
+		devs[a] = open(name, O_RDWR);
 		if (devs[a] < 0) {
-			fprintf(stderr, "%s: %s\n", names[a], strerror(errno));
+			fprintf(stderr, "%s: %s\n", name, strerror(errno));
 			return 1;
 		}
 	}
@@ -190,32 +223,36 @@ int main(int argc, char **argv)
 			DMABUF_IMPORT_BENCH_PATH, strerror(errno), whats[VMAP], whats[MAP],
 			whats[ATTACH]);
 	if (!raw)
-		printf("%-8s %-13s %12s %12s %7s  (%s vs %s; us, or MB/s for mmap-read)\n",
-		       "memory", "operation", "c", "rs", "rs/c", names[0], names[1]);
+		printf("%-8s %-13s %12s %12s %7s %7s  (%s vs %s; us, or MB/s for mmap-read)\n",
+		       "memory", "operation", "c", "rs", "rs/c", "A/A", names[0], names[1]);
 	for (size_t c = 0; c < sizeof(cfgs) / sizeof(cfgs[0]); c++) {
 		int memfd = memfd_of(cfgs[c].size, cfgs[c].huge);
-		int bufs[2] = { -1, -1 };
+		int reps = (cfgs[c].reps + split - 1) / split;
+		int bufs[NR_ARMS] = { -1, -1, -1 };
 
 		for (int w = 0; w < NR_WHATS; w++) {
-			double v[2][64];
+			double v[NR_ARMS][64];
 			int arm, ok = 1;
 
 			if (w >= VMAP && importer < 0)
 				break;
 			/* The importer's calls, last, all use one buffer per arm. */
 			if (w == VMAP)
-				for (int a = 0; a < 2; a++)
+				for (int a = 0; a < NR_ARMS; a++)
 					bufs[a] = create(devs[a], memfd, cfgs[c].size, 0);
-			/* One warm-up per arm, then alternate. */
-			for (arm = 0; arm < 2; arm++)
-				if (sample(w, devs[arm], memfd, cfgs[c].size, bufs[arm],
+			/* One warm-up per arm, then alternate, the order reversed every other time. */
+			for (arm = 0; arm < NR_ARMS; arm++)
+				if ((only < 0 || arm == only) &&
+				    sample(w, devs[arm], memfd, cfgs[c].size, bufs[arm],
 					   cfgs[c].iters) < 0) {
 					ok = 0;
 					break;
 				}
-			for (int r = 0; r < cfgs[c].reps && ok; r++)
-				for (int a = 0; a < 2 && ok; a++) {
-					arm = (r & 1) ? 1 - a : a;
+			for (int r = 0; r < reps && ok; r++)
+				for (int a = 0; a < NR_ARMS && ok; a++) {
+					arm = (r & 1) ? NR_ARMS - 1 - a : a;
+					if (only >= 0 && arm != only)
+						continue;
 					v[arm][r] = sample(w, devs[arm], memfd, cfgs[c].size,
 							   bufs[arm], cfgs[c].iters);
 					ok = v[arm][r] >= 0;
@@ -226,20 +263,22 @@ int main(int argc, char **argv)
 			if (!ok) {
 				/* An importer's call failed: measure the rest without. */
 				fprintf(stderr, "%s %s failed on %s: skipping the importer from here on\n",
-					cfgs[c].name, whats[w], names[arm]);
+					cfgs[c].name, whats[w], arms[arm]);
 				close(importer);
 				importer = -1;
 				break;
 			}
 			if (raw)
 				continue;
-			double mc = median(v[0], cfgs[c].reps), mr = median(v[1], cfgs[c].reps);
+			double mc = median(v[0], reps), mr = median(v[1], reps);
+			double ma = median(v[2], reps);
 
-			printf("%-8s %-13s %12.1f %12.1f %7.3f\n", cfgs[c].name, whats[w],
-			       mc, mr, w == MMAP_READ ? mc / mr : mr / mc);
+			printf("%-8s %-13s %12.1f %12.1f %7.3f %7.3f\n", cfgs[c].name, whats[w],
+			       mc, mr, w == MMAP_READ ? mc / mr : mr / mc,
+			       w == MMAP_READ ? mc / ma : ma / mc);
 			fflush(stdout);
 		}
-		for (int a = 0; a < 2; a++)
+		for (int a = 0; a < NR_ARMS; a++)
 			if (bufs[a] >= 0)
 				close(bufs[a]);
 		close(memfd);

@@ -7,6 +7,16 @@
 //! and the Rust one (bench_page_pool.ko driven by bench/page_pool_mp.py).
 //! Every sample goes to work/bench/results.json; the table shows medians,
 //! their spread and the ratio of the two arms.
+//!
+//! The guest's clock is chosen by [`Clock`]: without a usable KVM the guest
+//! runs under TCG with `-icount shift=0,sleep=off`, where its clock counts
+//! executed instructions (1 ns each), so the figures are instruction counts
+//! that repeat across boots; `--mode wall` keeps TCG's wall clock. Every pair
+//! has an A/A control: its baseline arm run a second time under another name
+//! ([`control_arm`]), whose ratio to the first shows the noise of the measure.
+//! Rounds go on past `--rounds` until no arm's median moves by more than
+//! `--stable` percent when a round is added ([`max_median_change`]), up to
+//! `--max-rounds`.
 
 use crate::ctx::Ctx;
 use crate::plot;
@@ -14,11 +24,92 @@ use crate::{build, vm};
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+/// The clock asked for on the command line (`--mode`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mode {
+    /// TCG with `-icount shift=0,sleep=off`: the guest clock counts
+    /// instructions (the default where KVM is not usable)
+    Icount,
+    /// Wall-clock time, under KVM if a probe boot works, else TCG
+    Wall,
+}
+
+/// The guest clock a run measured with; every figure of a run is in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Clock {
+    /// TCG, `-icount shift=0,sleep=off`: 1 guest ns per instruction.
+    Icount,
+    /// TCG, wall clock.
+    WallTcg,
+    /// KVM, wall clock.
+    WallKvm,
+}
+
+/// The QEMU option that makes the guest clock count instructions.
+pub const ICOUNT: &str = "-icount shift=0,sleep=off";
+
+/// An A/A control must be this close to 1 in icount mode.
+pub const AA_TOLERANCE: f64 = 0.005;
+
+impl Clock {
+    /// `requested`, or icount where KVM is not usable and wall clock under
+    /// KVM. `kvm_works` (a probe boot) is only called when the answer
+    /// depends on it: icount runs under TCG whatever KVM can do.
+    pub fn choose(requested: Option<Mode>, kvm_works: impl FnOnce() -> bool) -> Clock {
+        if requested == Some(Mode::Icount) {
+            return Clock::Icount;
+        }
+        match (kvm_works(), requested) {
+            (true, _) => Clock::WallKvm,
+            (false, Some(Mode::Wall)) => Clock::WallTcg,
+            (false, _) => Clock::Icount,
+        }
+    }
+
+    /// Its name in results.json and in the output directory.
+    pub fn name(self) -> &'static str {
+        match self {
+            Clock::Icount => "icount",
+            Clock::WallTcg => "wall-tcg",
+            Clock::WallKvm => "wall-kvm",
+        }
+    }
+
+    pub fn kvm(self) -> bool {
+        self == Clock::WallKvm
+    }
+
+    /// What the figures are, for the report.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Clock::Icount => "TCG with -icount shift=0,sleep=off: 1 guest ns = 1 instruction, so 1 us = 1000 instructions",
+            Clock::WallTcg => "TCG, wall clock: ratios carry 20-30% noise",
+            Clock::WallKvm => "KVM, wall clock",
+        }
+    }
+
+    /// Arguments of vng for this clock, on top of [`vm::vng`]'s.
+    pub fn vng_args(self) -> Vec<String> {
+        match self {
+            // One argument: vng passes it to QEMU split at blanks.
+            Clock::Icount => vec![format!("--qemu-opts={ICOUNT}")],
+            Clock::WallTcg | Clock::WallKvm => Vec::new(),
+        }
+    }
+
+    /// How far from 1 an A/A control may be, where it is judged.
+    pub fn aa_tolerance(self) -> Option<f64> {
+        (self == Clock::Icount).then_some(AA_TOLERANCE)
+    }
+}
+
 /// Memory kinds of the pin pairs: name, gup_test flags, THP setting.
-const PIN_MEMORY: &[(&str, &str, &str)] = &[
+pub const PIN_MEMORY: &[(&str, &str, &str)] = &[
     ("4k", "", "never"),
     ("thp", "", "always"),
     ("hugetlb", "-H", "never"),
@@ -26,7 +117,7 @@ const PIN_MEMORY: &[(&str, &str, &str)] = &[
 const PIN_SIZES_MB: &[u32] = &[2, 64, 512];
 /// The arms of the pin pairs and their gup_test options: pin_user_pages_fd(),
 /// pin_user_pages_fast() on a mapping of the memfd, memfd_pin_folios().
-const PIN_ARMS: [(&str, &str); 3] = [("fd", "-d"), ("fast", "-a -M"), ("folios", "-P")];
+pub const PIN_ARMS: [(&str, &str); 3] = [("fd", "-d"), ("fast", "-a -M"), ("folios", "-P")];
 /// Pairs of arms: the one under test, and what it is compared with.
 const PAIRS: &[(&str, &str)] = &[
     ("fd", "fast"),
@@ -35,8 +126,13 @@ const PAIRS: &[(&str, &str)] = &[
     ("c", "none"),
     ("rs", "none"),
 ];
+/// What names an arm's A/A control: the same arm run again under this name.
+const CONTROL_SUFFIX: &str = "-aa";
+/// The page_pool arms (bench/page_pool_mp.py): no provider, the C devmem
+/// provider, the Rust one.
+const PAGE_POOL_ARMS: [&str; 3] = ["none", "c", "rs"];
 /// Iterations of each page_pool arm per module load.
-const PAGE_POOL_LOOPS: u32 = 200_000;
+pub const PAGE_POOL_LOOPS: u32 = 200_000;
 /// The udmabuf operations of the in-kernel importer (dmabuf_import_bench.ko),
 /// in microseconds per call like the other udmabuf operations.
 pub const IMPORT_OPS: [&str; 3] = ["vmap+vunmap", "map+unmap", "attach+detach"];
@@ -55,6 +151,28 @@ pub struct Sample {
     /// Microseconds (per call for [`IMPORT_OPS`]), MB/s for `mmap-read`,
     /// nanoseconds per netmem for `pp-`.
     pub value: f64,
+    /// The round it was measured in, from 0 (0 in results of before rounds
+    /// were recorded).
+    #[serde(default)]
+    pub round: u32,
+}
+
+/// The A/A control of `arm`: the same command, another name.
+pub fn control_arm(arm: &str) -> String {
+    format!("{arm}{CONTROL_SUFFIX}")
+}
+
+/// `arms` and, after them, the A/A control of every arm that is the
+/// baseline of a pair among `arms`, each once.
+pub fn with_controls(arms: &[&str]) -> Vec<String> {
+    let mut out: Vec<String> = arms.iter().map(|a| a.to_string()).collect();
+    for &(test, base) in PAIRS {
+        let control = control_arm(base);
+        if arms.contains(&test) && arms.contains(&base) && !out.contains(&control) {
+            out.push(control);
+        }
+    }
+    out
 }
 
 /// The udmabuf benchmark: the program and the importer module it uses.
@@ -70,20 +188,60 @@ pub struct PagePoolBench {
     pub module: std::path::PathBuf,
 }
 
-/// The guest script: `rounds` rounds, each running every pair once with the
-/// arm order swapped every other round, printing one line per sample.
+/// How many rounds the guest runs: at least `min`, then until the host
+/// finds the medians stable (it creates the file `stop`), at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rounds {
+    pub min: u32,
+    pub max: u32,
+}
+
+/// The gup_test options of a pin arm or of its A/A control.
+fn pin_opts(arm: &str) -> Option<&'static str> {
+    let base = arm.strip_suffix(CONTROL_SUFFIX).unwrap_or(arm);
+    PIN_ARMS.iter().find(|(a, _)| *a == base).map(|(_, o)| *o)
+}
+
+/// One round of the pin pairs: every memory kind, size and arm (A/A
+/// controls included), in the arms' order or the reverse.
+fn pin_round(reverse: bool) -> String {
+    let mut arms = with_controls(&PIN_ARMS.map(|(a, _)| a));
+    if reverse {
+        arms.reverse();
+    }
+    let mut s = String::new();
+    for (mem, flags, thp) in PIN_MEMORY {
+        s.push_str(&format!(
+            "\t\techo {thp} > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n"
+        ));
+        for size in PIN_SIZES_MB {
+            for arm in &arms {
+                let opts = pin_opts(arm).expect("pin arms have gup_test options");
+                s.push_str(&format!("\t\tpin {mem} {size} {arm} {opts} {flags}\n"));
+            }
+        }
+    }
+    s
+}
+
+/// The guest script: rounds of every pair (the arms' order reversed every
+/// other round), each between `ROUND n` and `ROUND-END n` lines, one line
+/// per sample. From `rounds.min` rounds on, it waits after round n for the
+/// host's file `judged-<n>` in `out`, and stops if `stop` is there too;
+/// progress goes to the console.
 pub fn guest_script(
     out: &Path,
     ksft: &Path,
     udmabuf: &UdmabufBench,
     page_pool: &PagePoolBench,
-    rounds: u32,
+    rounds: Rounds,
 ) -> String {
     let mm = ksft.join("mm");
+    let Rounds { min, max } = rounds;
     let mut s = String::from("#!/bin/sh\n# Generated by `cargo xtask bench`.\nset -u\n");
     s.push_str("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug\n");
     s.push_str(&format!(
-        "cd {}\nexec > {}/samples.txt 2> {}/stderr.txt\n",
+        "cd {}\nexec 3>&1 > {}/samples.txt 2> {}/stderr.txt\n",
         mm.display(),
         out.display(),
         out.display()
@@ -96,45 +254,55 @@ pub fn guest_script(
          \t./gup_test \"$@\" -m $sz -n 512 -r 4 | sed -n 's/.*Time: get:\\([0-9]*\\) put:\\([0-9]*\\).*/\\1 \\2/p' |\n\
          \ttail -n +2 | while read g p; do echo \"PIN $m ${sz}M $arm $g $p\"; done\n}\n",
     );
-    for round in 0..rounds {
-        for (mem, flags, thp) in PIN_MEMORY {
-            s.push_str(&format!(
-                "echo {thp} > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n"
-            ));
-            for size in PIN_SIZES_MB {
-                let mut arms =
-                    PIN_ARMS.map(|(arm, opts)| format!("pin {mem} {size} {arm} {opts} {flags}\n"));
-                if round % 2 == 1 {
-                    arms.reverse();
-                }
-                s.extend(arms);
-            }
-        }
-    }
-    s.push_str("echo never > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n");
-    // Without the importer (insmod failed), udmabuf_bench skips its
-    // operations and says so on stderr.
+    s.push_str("round() { # n\n\tn=$1\n\techo \"ROUND $n\"\n");
     s.push_str(&format!(
-        "insmod {}\n{} --raw\nrmmod dmabuf_import_bench\n",
+        "\techo \"bench: round $((n + 1)) (at least {min}, at most {max})\" >&3\n"
+    ));
+    s.push_str("\tif [ $((n % 2)) -eq 0 ]; then\n");
+    s.push_str(&pin_round(false));
+    s.push_str("\telse\n");
+    s.push_str(&pin_round(true));
+    s.push_str("\tfi\n");
+    s.push_str("\techo never > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n");
+    // Without the importer (insmod failed), udmabuf_bench skips its
+    // operations and says so on stderr. Each round runs 1/min of its
+    // repetitions, so that `min` rounds make as many samples as one run.
+    s.push_str(&format!(
+        "\tinsmod {}\n\t{} --raw --split {min}\n\trmmod dmabuf_import_bench\n",
         udmabuf.importer.display(),
         udmabuf.program.display()
     ));
     s.push_str(&format!(
-        "python3 {} {} {} {rounds} {PAGE_POOL_LOOPS}\n",
+        "\tpython3 {} {} {} $n {PAGE_POOL_LOOPS} {}\n",
         page_pool.script.display(),
         ksft.display(),
-        page_pool.module.display()
+        page_pool.module.display(),
+        with_controls(&PAGE_POOL_ARMS).join(" ")
+    ));
+    s.push_str("\techo \"ROUND-END $n\"\n}\n");
+    // From `min` rounds on, the host judges each round (judged-<n>), having
+    // created `stop` first if the medians are stable. The wait has no bound
+    // of its own: under icount `sleep` takes no real time.
+    let o = out.display();
+    s.push_str(&format!(
+        "n=0\nwhile [ $n -lt {max} ]; do\n\tround $n\n\tn=$((n + 1))\n\
+         \t[ $n -ge {min} ] && [ $n -lt {max} ] || continue\n\
+         \twhile [ ! -e {o}/judged-$n ]; do sleep 1; done\n\
+         \t[ -e {o}/stop ] && break\ndone\n"
     ));
     s.push_str(&format!("touch {}/done\n", out.display()));
     s
 }
 
-/// Reads the samples the guest printed; other lines are ignored.
+/// Reads the samples the guest printed, each in the round of the last
+/// `ROUND n` line before it; other lines are ignored.
 pub fn parse_samples(text: &str) -> Vec<Sample> {
     let mut samples = Vec::new();
+    let mut round = 0;
     for line in text.lines() {
         let f: Vec<&str> = line.split_whitespace().collect();
         match f.as_slice() {
+            ["ROUND", n] => round = n.parse().unwrap_or(round),
             ["PIN", mem, size, arm, get, put] => {
                 for (what, v) in [("pin-get", get), ("pin-put", put)] {
                     if let Ok(value) = v.parse() {
@@ -143,6 +311,7 @@ pub fn parse_samples(text: &str) -> Vec<Sample> {
                             case: format!("{mem} {size}"),
                             arm: arm.to_string(),
                             value,
+                            round,
                         });
                     }
                 }
@@ -154,6 +323,7 @@ pub fn parse_samples(text: &str) -> Vec<Sample> {
                         case: "page_pool".into(),
                         arm: arm.to_string(),
                         value,
+                        round,
                     });
                 }
             }
@@ -164,6 +334,7 @@ pub fn parse_samples(text: &str) -> Vec<Sample> {
                         case: case.to_string(),
                         arm: arm.to_string(),
                         value,
+                        round,
                     });
                 }
             }
@@ -171,6 +342,13 @@ pub fn parse_samples(text: &str) -> Vec<Sample> {
         }
     }
     samples
+}
+
+/// How many rounds the guest finished (`ROUND-END` lines).
+pub fn rounds_done(text: &str) -> u32 {
+    text.lines()
+        .filter(|l| l.trim_start().starts_with("ROUND-END "))
+        .count() as u32
 }
 
 /// Median, minimum and maximum of one arm.
@@ -215,9 +393,83 @@ pub struct Pair {
     /// (`mmap-read`) the inverse ratio, so the same holds.
     /// NaN when a median is 0, below the resolution of the measure.
     pub ratio: f64,
+    /// The A/A control of the baseline arm, when it was measured.
+    pub control: Option<Control>,
 }
 
-pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
+/// An A/A control: the baseline arm of a pair run a second time under
+/// another name, in the same rounds.
+#[derive(Debug, Serialize)]
+pub struct Control {
+    /// The control's name ([`control_arm`] of the baseline).
+    pub arm: String,
+    pub stats: Stats,
+    /// The control's median over the baseline's, computed as the pair's
+    /// ratio: 1 for a measure without noise. NaN below resolution.
+    pub ratio: f64,
+}
+
+impl Control {
+    /// How far two runs of the same code differ: |ratio - 1|.
+    pub fn spread(&self) -> f64 {
+        (self.ratio - 1.0).abs()
+    }
+}
+
+/// What an A/A control says about the measure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// Within the clock's tolerance.
+    Pass,
+    Fail,
+    /// The medians are below the measure's resolution.
+    Unresolved,
+    /// Shown, not judged (wall clock).
+    Reported,
+    /// The pair has no control.
+    Missing,
+}
+
+impl Verdict {
+    pub fn of(control: Option<&Control>, tolerance: Option<f64>) -> Verdict {
+        match (control, tolerance) {
+            (None, _) => Verdict::Missing,
+            (Some(c), _) if c.ratio.is_nan() => Verdict::Unresolved,
+            (Some(_), None) => Verdict::Reported,
+            // A little slack for the rounding of the division.
+            (Some(c), Some(t)) if c.spread() <= t + 1e-12 => Verdict::Pass,
+            (Some(_), Some(_)) => Verdict::Fail,
+        }
+    }
+
+    fn label(self) -> &'static str {
+        match self {
+            Verdict::Pass => "ok",
+            Verdict::Fail => "FAIL",
+            Verdict::Unresolved => "n/r",
+            Verdict::Reported | Verdict::Missing => "",
+        }
+    }
+}
+
+/// The ratio of medians `test` over `base` of the measure `what` (inverse
+/// for a throughput); NaN when either is 0, below the resolution of the
+/// measure (gup_test reports whole microseconds).
+fn ratio(what: &str, test: &Stats, base: &Stats) -> f64 {
+    let (num, den) = if what == "mmap-read" {
+        (base.median, test.median)
+    } else {
+        (test.median, base.median)
+    };
+    if num > 0.0 && den > 0.0 {
+        num / den
+    } else {
+        f64::NAN
+    }
+}
+
+/// The samples of each measure and case, by arm.
+fn by_arm(samples: &[Sample]) -> BTreeMap<(String, String), BTreeMap<String, Vec<f64>>> {
     let mut groups: BTreeMap<(String, String), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
     for s in samples {
         groups
@@ -227,58 +479,170 @@ pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
             .or_default()
             .push(s.value);
     }
+    groups
+}
+
+pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
     let mut out = Vec::new();
-    for ((what, case), arms) in groups {
+    for ((what, case), arms) in by_arm(samples) {
+        let arm_stats = |arm: &str| arms.get(arm).and_then(|v| stats(v));
         for &(test, base) in PAIRS {
-            let (Some(t), Some(b)) = (
-                arms.get(test).and_then(|v| stats(v)),
-                arms.get(base).and_then(|v| stats(v)),
-            ) else {
+            let (Some(t), Some(b)) = (arm_stats(test), arm_stats(base)) else {
                 continue;
             };
-            let (num, den) = if what == "mmap-read" {
-                (b.median, t.median)
-            } else {
-                (t.median, b.median)
-            };
-            // Below the resolution (gup_test reports whole microseconds).
-            let ratio = if num > 0.0 && den > 0.0 {
-                num / den
-            } else {
-                f64::NAN
-            };
+            let control_name = control_arm(base);
+            let control = arm_stats(&control_name).map(|c| Control {
+                ratio: ratio(&what, &c, &b),
+                arm: control_name,
+                stats: c,
+            });
             out.push(Pair {
+                ratio: ratio(&what, &t, &b),
                 what: what.clone(),
                 case: case.clone(),
                 arms: [test.into(), base.into()],
                 stats: [t, b],
-                ratio,
+                control,
             });
         }
     }
     out
 }
 
-pub fn table(pairs: &[Pair]) -> String {
+/// The table of the pairs: each arm's median [min-max], the ratio, and
+/// beside it the A/A control's ratio, its spread and, where `tolerance`
+/// judges it, its verdict.
+pub fn table(pairs: &[Pair], tolerance: Option<f64>) -> String {
     let mut s = format!(
-        "{:<14} {:<12} {:>22} {:>22} {:>7}\n",
-        "measure", "case", "arm: median [min-max]", "vs: median [min-max]", "ratio"
+        "{:<14} {:<12} {:>22} {:>22} {:>7} {:>7} {:>6}\n",
+        "measure",
+        "case",
+        "arm: median [min-max]",
+        "vs: median [min-max]",
+        "ratio",
+        "A/A",
+        "spread"
     );
     for p in pairs {
         let cell = |arm: &str, st: &Stats| {
             let (med, min, max) = (short(st.median), short(st.min), short(st.max));
             format!("{arm}: {med} [{min}-{max}]")
         };
+        let (aa, spread) = match &p.control {
+            Some(c) if !c.ratio.is_nan() => (
+                format!("{:.3}", c.ratio),
+                format!("{:.1}%", c.spread() * 100.0),
+            ),
+            Some(_) => ("NaN".into(), "-".into()),
+            None => ("-".into(), "-".into()),
+        };
+        let verdict = Verdict::of(p.control.as_ref(), tolerance).label();
+        s.push_str(
+            format!(
+                "{:<14} {:<12} {:>22} {:>22} {:>7.3} {aa:>7} {spread:>6} {verdict}\n",
+                p.what,
+                p.case,
+                cell(&p.arms[0], &p.stats[0]),
+                cell(&p.arms[1], &p.stats[1]),
+                p.ratio
+            )
+            .trim_end(),
+        );
+        s.push('\n');
+    }
+    s
+}
+
+/// The A/A controls of `pairs`, each once (pairs with the same baseline
+/// share it), with their verdicts.
+pub fn controls(pairs: &[Pair], tolerance: Option<f64>) -> Vec<(&Pair, &Control, Verdict)> {
+    let mut out: Vec<(&Pair, &Control, Verdict)> = Vec::new();
+    for p in pairs {
+        let Some(c) = &p.control else { continue };
+        let seen = out
+            .iter()
+            .any(|(q, d, _)| q.what == p.what && q.case == p.case && d.arm == c.arm);
+        if !seen {
+            out.push((p, c, Verdict::of(Some(c), tolerance)));
+        }
+    }
+    out
+}
+
+/// One line on the A/A controls, and a line per failed one.
+pub fn controls_summary(pairs: &[Pair], tolerance: Option<f64>) -> String {
+    let all = controls(pairs, tolerance);
+    let count = |v: Verdict| all.iter().filter(|(_, _, w)| *w == v).count();
+    let missing = pairs.iter().filter(|p| p.control.is_none()).count();
+    let spreads: Vec<f64> = all
+        .iter()
+        .map(|(_, c, _)| c.spread())
+        .filter(|s| s.is_finite())
+        .collect();
+    let worst = spreads.iter().copied().fold(0.0, f64::max) * 100.0;
+    let mut s = match tolerance {
+        Some(t) => format!(
+            "A/A controls: {} within {:.1}% of 1, {} outside, {} below resolution; largest spread {worst:.2}%",
+            count(Verdict::Pass),
+            t * 100.0,
+            count(Verdict::Fail),
+            count(Verdict::Unresolved),
+        ),
+        None => format!(
+            "A/A controls (not judged with this clock): {} measured, {} below resolution; largest spread {worst:.2}%",
+            count(Verdict::Reported),
+            count(Verdict::Unresolved),
+        ),
+    };
+    if missing > 0 {
+        s.push_str(&format!("; {missing} pairs without a control"));
+    }
+    s.push('\n');
+    for (p, c, _) in all.iter().filter(|(_, _, v)| *v == Verdict::Fail) {
         s.push_str(&format!(
-            "{:<14} {:<12} {:>22} {:>22} {:>7.3}\n",
-            p.what,
-            p.case,
-            cell(&p.arms[0], &p.stats[0]),
-            cell(&p.arms[1], &p.stats[1]),
-            p.ratio
+            "  FAIL {} {}: {} / {} = {:.4}\n",
+            p.what, p.case, c.arm, p.arms[1], c.ratio
         ));
     }
     s
+}
+
+/// The largest relative move of any arm's median when the last of the
+/// first `rounds` rounds is added to those before it; None before two
+/// rounds. Moves of gup_test's measures by at most 1 us, its resolution,
+/// do not count; nor do arms whose median was 0.
+pub fn max_median_change(samples: &[Sample], rounds: u32) -> Option<f64> {
+    if rounds < 2 {
+        return None;
+    }
+    let last = rounds - 1;
+    // Per arm: the values of the rounds before the last, and of all.
+    type Values = (Vec<f64>, Vec<f64>);
+    let mut groups: BTreeMap<(&str, &str, &str), Values> = BTreeMap::new();
+    for s in samples.iter().filter(|s| s.round <= last) {
+        let (before, all) = groups.entry((&s.what, &s.case, &s.arm)).or_default();
+        if s.round < last {
+            before.push(s.value);
+        }
+        all.push(s.value);
+    }
+    let mut worst = None::<f64>;
+    for ((what, _, _), (before, all)) in groups {
+        let (Some(b), Some(a)) = (stats(&before), stats(&all)) else {
+            continue;
+        };
+        if b.median <= 0.0 {
+            continue;
+        }
+        let delta = (a.median - b.median).abs();
+        let change = if what.starts_with("pin-") && delta <= 1.0 {
+            0.0
+        } else {
+            delta / b.median
+        };
+        worst = Some(worst.map_or(change, |w| w.max(change)));
+    }
+    worst
 }
 
 /// `v` with the decimals that matter in a table: none for whole numbers and
@@ -320,13 +684,28 @@ pub fn per_page_table(pairs: &[Pair]) -> String {
     s
 }
 
-/// Draws the plots of `pairs` into `out`; returns their paths.
-fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
+/// What the figures of `clock` count, for the plots' axes.
+fn unit(clock: Option<Clock>) -> &'static str {
+    match clock {
+        Some(Clock::Icount) => "instruction",
+        _ => "time",
+    }
+}
+
+/// Draws the plots of `pairs`, measured with `clock`, into `out`; returns
+/// their paths.
+fn plots(out: &Path, pairs: &[Pair], clock: Option<Clock>) -> Result<Vec<std::path::PathBuf>> {
+    let unit = unit(clock);
+    let per_page = match clock {
+        Some(Clock::Icount) => "instructions per page",
+        _ => "ns per page",
+    };
+    let ratio_rs_c = format!("{unit} ratio rs/c");
     let charts = [
         (
             "pin-ratio.svg",
             "pin_user_pages_fd over pin_user_pages_fast and memfd_pin_folios",
-            "time ratio (below 1: pin_user_pages_fd is faster)",
+            &*format!("{unit} ratio (below 1: pin_user_pages_fd is faster)"),
             plot::ratio_series(pairs, plot::Ratios::Pins),
             true,
             Some(1.0),
@@ -334,7 +713,7 @@ fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
         (
             "pin-per-page.svg",
             "Cost of a pin per 4 KiB page",
-            "ns per page",
+            per_page,
             plot::pin_per_page_series(pairs),
             true,
             None,
@@ -342,7 +721,7 @@ fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
         (
             "udmabuf-ratio.svg",
             "udmabuf_rs / udmabuf (below 1: udmabuf_rs is faster)",
-            "time ratio rs/c",
+            &ratio_rs_c,
             plot::ratio_series(pairs, plot::Ratios::Udmabuf),
             false,
             Some(1.0),
@@ -350,7 +729,7 @@ fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
         (
             "udmabuf-import-ratio.svg",
             "udmabuf_rs / udmabuf, in-kernel importer (below 1: udmabuf_rs is faster)",
-            "time ratio rs/c",
+            &ratio_rs_c,
             plot::ratio_series(pairs, plot::Ratios::Import),
             false,
             Some(1.0),
@@ -359,7 +738,11 @@ fn plots(out: &Path, pairs: &[Pair]) -> Result<Vec<std::path::PathBuf>> {
     let mut paths = Vec::new();
     for (name, title, y, series, log_y, reference) in charts {
         let path = out.join(name);
-        plot::draw(&path, title, y, &series, log_y, reference)?;
+        let title = match clock {
+            Some(c) => format!("{title} [{}]", c.name()),
+            None => title.to_string(),
+        };
+        plot::draw(&path, &title, y, &series, log_y, reference)?;
         paths.push(path);
     }
     Ok(paths)
@@ -448,30 +831,124 @@ pub fn pipeline(ctx: &Ctx, head: &str, clean: bool) -> Result<Vec<(String, f64)>
 #[derive(Serialize)]
 struct Results<'a> {
     kernel: String,
-    guest: &'static str,
-    rounds: u32,
+    /// The guest clock of every figure below.
+    clock: Clock,
+    /// How the guest ran.
+    guest: String,
+    rounds: Rounds,
+    /// Rounds the guest finished.
+    rounds_run: u32,
+    /// The largest relative move of an arm's median when the last round
+    /// was added ([`max_median_change`]), and the bound it was held to.
+    last_median_change: Option<f64>,
+    stable_within: f64,
+    /// How far from 1 an A/A control may be; null where not judged.
+    aa_tolerance: Option<f64>,
     samples: &'a [Sample],
     pairs: &'a [Pair],
     /// Steps of the pipeline and their seconds, if measured.
     pipeline: &'a [(String, f64)],
 }
 
-/// Compiles the guest programs, boots once, and reports.
-pub fn bench(
+/// What `bench` measures with, from the command line.
+pub struct Options {
+    pub rounds: Rounds,
+    pub mode: Option<Mode>,
+    /// The largest relative move of a median, when a round is added, at
+    /// which the rounds stop (0.005 for 0.5%).
+    pub stable: f64,
+}
+
+/// Whether the guest can stop after `done` rounds, whose last moved the
+/// medians by `change` at most.
+pub fn should_stop(done: u32, change: Option<f64>, rounds: Rounds, stable: f64) -> bool {
+    done >= rounds.min && change.is_some_and(|c| c <= stable)
+}
+
+/// Reads the guest's samples while it runs (`running`): after each round,
+/// logs the largest move of a median to rounds.log, creates the file `stop`
+/// in `out` once [`should_stop`], and then `judged-<rounds done>`, which
+/// the guest waits for.
+fn watch_rounds(out: &Path, rounds: Rounds, stable: f64, running: &AtomicBool) {
+    let mut checked = 0;
+    let mut log = String::new();
+    while running.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(500));
+        let text = std::fs::read_to_string(out.join("samples.txt")).unwrap_or_default();
+        let done = rounds_done(&text);
+        if done == checked {
+            continue;
+        }
+        checked = done;
+        let change = max_median_change(&parse_samples(&text), done);
+        let stop = should_stop(done, change, rounds, stable);
+        log.push_str(&format!(
+            "after round {done}: largest median move {}{}\n",
+            change.map_or("-".into(), |c| format!("{:.3}%", c * 100.0)),
+            if stop { ": stable, stopping" } else { "" }
+        ));
+        let _ = std::fs::write(out.join("rounds.log"), &log);
+        if stop {
+            let _ = std::fs::write(out.join("stop"), "");
+        }
+        let _ = std::fs::write(out.join(format!("judged-{done}")), "");
+        if stop {
+            return;
+        }
+    }
+}
+
+/// Where a benchmark guest runs: work/bench, the clock, and the directory
+/// of this kind of run and clock, shared with the guest.
+pub struct GuestDirs {
+    pub top: PathBuf,
+    pub clock: Clock,
+    pub out: PathBuf,
+}
+
+/// Chooses the clock (a KVM probe boot if `mode` leaves it open) and
+/// creates work/bench/`prefix`<clock>, without its `stale` files.
+pub fn guest_dirs(
     ctx: &Ctx,
     bzimage: &Path,
-    kselftests: &Path,
-    rounds: u32,
-    pipeline: &[(String, f64)],
-) -> Result<()> {
-    let out = ctx.root.join("work/bench");
-    std::fs::create_dir_all(&out)?;
-    let out = out.canonicalize()?;
-    for stale in ["samples.txt", "stderr.txt", "done"] {
-        let _ = std::fs::remove_file(out.join(stale));
+    mode: Option<Mode>,
+    prefix: &str,
+    stale: &[&str],
+) -> Result<GuestDirs> {
+    let top = ctx.root.join("work/bench");
+    std::fs::create_dir_all(&top).with_context(|| format!("cannot create {}", top.display()))?;
+    let top = top.canonicalize()?;
+    let clock = Clock::choose(mode, || vm::kvm_works(ctx, bzimage, &top));
+    let out = top.join(format!("{prefix}{}", clock.name()));
+    std::fs::create_dir_all(&out).with_context(|| format!("cannot create {}", out.display()))?;
+    for name in stale {
+        let _ = std::fs::remove_file(out.join(name));
     }
+    Ok(GuestDirs { top, clock, out })
+}
+
+/// vng running `script` with `clock`, `extra` kernel arguments and the
+/// guest time-out of series.toml.
+pub fn guest(
+    ctx: &Ctx,
+    bzimage: &Path,
+    out: &Path,
+    clock: Clock,
+    extra: &[String],
+    script: &Path,
+) -> crate::proc::Cmd {
+    vm::vng(ctx, bzimage, out, clock.kvm(), extra)
+        .args(clock.vng_args())
+        .arg("--exec")
+        .arg(format!("sh {}", script.display()))
+        .timeout(Duration::from_secs(ctx.cfg.vm.timeout))
+}
+
+/// Compiles udmabuf_bench into `dir` and builds the benchmark modules
+/// against the default profile's kernel.
+pub fn guest_programs(ctx: &Ctx, dir: &Path) -> Result<(UdmabufBench, PagePoolBench)> {
     let udmabuf = UdmabufBench {
-        program: out.join("udmabuf_bench"),
+        program: dir.join("udmabuf_bench"),
         importer: build::bench_dmabuf_importer_module(ctx, "default")?,
     };
     ctx.cmd("gcc")
@@ -484,23 +961,53 @@ pub fn bench(
         script: ctx.root.join("bench/page_pool_mp.py"),
         module: build::bench_page_pool_module(ctx, "default")?,
     };
+    Ok((udmabuf, page_pool))
+}
+
+/// Compiles the guest programs, boots once, and reports.
+pub fn bench(
+    ctx: &Ctx,
+    bzimage: &Path,
+    kselftests: &Path,
+    opts: &Options,
+    pipeline: &[(String, f64)],
+) -> Result<()> {
+    let stale = ["samples.txt", "stderr.txt", "done", "stop", "rounds.log"];
+    let GuestDirs { top, clock, out } = guest_dirs(ctx, bzimage, opts.mode, "", &stale)?;
+    for entry in std::fs::read_dir(&out)? {
+        let path = entry?.path();
+        if path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("judged-"))
+        {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+        }
+    }
+    let (udmabuf, page_pool) = guest_programs(ctx, &top)?;
     let script = out.join("guest.sh");
     std::fs::write(
         &script,
-        guest_script(&out, kselftests, &udmabuf, &page_pool, rounds),
-    )?;
+        guest_script(&out, kselftests, &udmabuf, &page_pool, opts.rounds),
+    )
+    .with_context(|| format!("cannot write {}", script.display()))?;
 
-    let kvm = vm::kvm_works(ctx, bzimage, &out);
+    let Rounds { min, max } = opts.rounds;
     eprintln!(
-        "  booting under {}, {rounds} rounds",
-        if kvm { "KVM" } else { "TCG" }
+        "  clock: {} ({})\n  {min} to {max} rounds, until no median moves by more than {:.2}% (log: {})",
+        clock.name(),
+        clock.describe(),
+        opts.stable * 100.0,
+        out.join("rounds.log").display()
     );
-    let log = ctx.log("bench-guest");
-    let exit = vm::vng(ctx, bzimage, &out, kvm, &[])
-        .arg("--exec")
-        .arg(format!("sh {}", script.display()))
-        .timeout(Duration::from_secs(ctx.cfg.vm.timeout))
-        .run_unchecked(&log)?;
+    let log = ctx.log(&format!("bench-guest-{}", clock.name()));
+    let running = AtomicBool::new(true);
+    let exit = std::thread::scope(|scope| {
+        scope.spawn(|| watch_rounds(&out, opts.rounds, opts.stable, &running));
+        let exit = guest(ctx, bzimage, &out, clock, &[], &script).run_unchecked(&log);
+        running.store(false, Ordering::Relaxed);
+        exit
+    })?;
     if exit.timed_out || !out.join("done").exists() {
         bail!(
             "the benchmark guest did not finish (console: {}, guest stderr: {})",
@@ -508,7 +1015,8 @@ pub fn bench(
             out.join("stderr.txt").display()
         );
     }
-    let samples = parse_samples(&std::fs::read_to_string(out.join("samples.txt"))?);
+    let text = std::fs::read_to_string(out.join("samples.txt"))?;
+    let samples = parse_samples(&text);
     if samples.is_empty() {
         bail!(
             "the guest printed no samples (see {})",
@@ -534,6 +1042,18 @@ pub fn bench(
             out.join("stderr.txt").display()
         );
     }
+    let rounds_run = rounds_done(&text);
+    let change = max_median_change(&samples, rounds_run);
+    let stable = should_stop(rounds_run, change, opts.rounds, opts.stable);
+    eprintln!(
+        "  {rounds_run} rounds; the last moved the medians by {} at most: {}",
+        change.map_or("-".into(), |c| format!("{:.2}%", c * 100.0)),
+        if stable {
+            "stable"
+        } else {
+            "NOT stable (raise --max-rounds)"
+        }
+    );
     let pairs = pairs(&samples);
     let kernel = std::fs::read_to_string(&log)
         .ok()
@@ -545,8 +1065,16 @@ pub fn bench(
         .unwrap_or_default();
     let results = Results {
         kernel,
-        guest: "one boot, arms alternating each round",
-        rounds,
+        clock,
+        guest: format!(
+            "one boot, arms alternating each round; {}",
+            clock.describe()
+        ),
+        rounds: opts.rounds,
+        rounds_run,
+        last_median_change: change,
+        stable_within: opts.stable,
+        aa_tolerance: clock.aa_tolerance(),
         samples: &samples,
         pairs: &pairs,
         pipeline,
@@ -554,40 +1082,87 @@ pub fn bench(
     let json = out.join("results.json");
     std::fs::write(&json, serde_json::to_string_pretty(&results)?)?;
     eprintln!("every sample: {}", json.display());
-    report(&out, &pairs, pipeline)
+    report(&out, &pairs, Some(clock), pipeline)?;
+    let failed = controls(&pairs, clock.aa_tolerance())
+        .iter()
+        .filter(|(_, _, v)| *v == Verdict::Fail)
+        .count();
+    if failed > 0 {
+        bail!(
+            "{failed} A/A controls are further than {:.1}% from 1: the measure is noisier than the ratios it should judge",
+            AA_TOLERANCE * 100.0
+        );
+    }
+    Ok(())
 }
 
-/// Prints the tables and draws the plots of `pairs` into `out`.
-fn report(out: &Path, pairs: &[Pair], pipeline: &[(String, f64)]) -> Result<()> {
-    print!("{}\n{}", table(pairs), per_page_table(pairs));
+/// Prints the tables of `pairs`, measured with `clock` (None: a result of
+/// before clocks were recorded), and draws their plots into `out`.
+fn report(
+    out: &Path,
+    pairs: &[Pair],
+    clock: Option<Clock>,
+    pipeline: &[(String, f64)],
+) -> Result<()> {
+    let tolerance = clock.and_then(Clock::aa_tolerance);
+    match clock {
+        Some(c) => println!("clock: {} ({})", c.name(), c.describe()),
+        None => println!("clock: not recorded (a run of before `--mode`: TCG or KVM wall clock)"),
+    }
+    print!(
+        "{}{}\n{}",
+        table(pairs, tolerance),
+        controls_summary(pairs, tolerance),
+        per_page_table(pairs)
+    );
     for (step, secs) in pipeline {
         println!("{:<70} {:>6.0} s", step, secs);
     }
-    for p in plots(out, pairs)? {
+    for p in plots(out, pairs, clock)? {
         eprintln!("plot: {}", p.display());
     }
     Ok(())
 }
 
-/// Tables and plots again from the samples of the last run's results.json.
+/// Tables and plots again from the samples of the last run of each clock
+/// (work/bench/<clock>/results.json), and of a run of before clocks were
+/// recorded (work/bench/results.json).
 pub fn replot(ctx: &Ctx) -> Result<()> {
     #[derive(Deserialize)]
     struct Saved {
         samples: Vec<Sample>,
         #[serde(default)]
         pipeline: Vec<(String, f64)>,
+        #[serde(default)]
+        clock: Option<Clock>,
     }
-    let out = ctx.root.join("work/bench");
-    let json = out.join("results.json");
-    let text = std::fs::read_to_string(&json).with_context(|| {
-        format!(
-            "cannot read {}: run `cargo xtask bench` first",
-            json.display()
-        )
-    })?;
-    let saved: Saved = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a bench result", json.display()))?;
-    report(&out, &pairs(&saved.samples), &saved.pipeline)
+    let top = ctx.root.join("work/bench");
+    let dirs = [Clock::Icount, Clock::WallTcg, Clock::WallKvm]
+        .map(|c| top.join(c.name()))
+        .into_iter()
+        .chain([top.clone()]);
+    let mut found = false;
+    for out in dirs {
+        let json = out.join("results.json");
+        let Ok(text) = std::fs::read_to_string(&json) else {
+            continue;
+        };
+        let saved: Saved = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bench result", json.display()))?;
+        if found {
+            println!();
+        }
+        found = true;
+        println!("{}:", json.display());
+        report(&out, &pairs(&saved.samples), saved.clock, &saved.pipeline)?;
+    }
+    if !found {
+        bail!(
+            "no results.json under {}: run `cargo xtask bench` first",
+            top.display()
+        );
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -616,7 +1191,7 @@ UDMABUF 2M-2M create+close rs 12.0
         // Throughput: twice the MB/s is half the time.
         assert_eq!(find("mmap-read").ratio, 0.5);
         assert!((find("create+close").ratio - 1.2).abs() < 1e-9);
-        assert!(table(&pairs).contains("mmap-read"));
+        assert!(table(&pairs, None).contains("mmap-read"));
     }
 
     #[test]
@@ -646,7 +1221,7 @@ UDMABUF 4k-2M attach+detach rs 0.2
         assert_eq!(find("map+unmap").ratio, 1200.25 / 1000.25);
         assert!((find("attach+detach").ratio - 0.8).abs() < 1e-9);
         // Fractions of a microsecond keep their decimals in the table.
-        let t = table(&pairs);
+        let t = table(&pairs, None);
         let line = t.lines().find(|l| l.starts_with("attach+detach")).unwrap();
         assert!(line.contains("rs: 0.20 [0.20-0.20]"), "{line}");
         assert!(line.contains("c: 0.25 [0.25-0.25]"), "{line}");
@@ -701,28 +1276,313 @@ UDMABUF 4k-2M attach+detach rs 0.2
         assert_eq!((s.median, s.min, s.max, s.n), (2.5, 1.0, 4.0, 4));
     }
 
-    #[test]
-    fn script_alternates_arms() {
-        let pp = PagePoolBench {
-            script: "/r/bench/page_pool_mp.py".into(),
-            module: "/t/bench_page_pool.ko".into(),
-        };
+    fn programs() -> (UdmabufBench, PagePoolBench) {
         let ub = UdmabufBench {
             program: "/o/ub".into(),
             importer: "/w/dmabuf_import_bench.ko".into(),
         };
-        let s = guest_script(Path::new("/o"), Path::new("/k"), &ub, &pp, 2);
+        let pp = PagePoolBench {
+            script: "/r/bench/page_pool_mp.py".into(),
+            module: "/t/bench_page_pool.ko".into(),
+        };
+        (ub, pp)
+    }
+
+    #[test]
+    fn script_alternates_arms() {
+        let (ub, pp) = programs();
+        let rounds = Rounds { min: 2, max: 7 };
+        let s = guest_script(Path::new("/o"), Path::new("/k"), &ub, &pp, rounds);
         assert!(s.contains("cd /k/mm\n"));
-        let first = s.find("pin 4k 2 fd").unwrap();
-        let second = s.find("pin 4k 2 fast").unwrap();
-        assert!(first < second);
-        let fd2 = s.rfind("pin 4k 2 fd").unwrap();
-        let fast2 = s.rfind("pin 4k 2 fast").unwrap();
-        assert!(fast2 < fd2);
-        // The importer is loaded around udmabuf_bench only.
+        // Even rounds in the arms' order, odd ones reversed, A/A controls
+        // run like their arm.
+        let (even, odd) = s.split_once("\telse\n").unwrap();
+        let order = |part: &str| -> Vec<String> {
+            part.lines()
+                .filter(|l| l.trim_start().starts_with("pin 4k 2 "))
+                .map(|l| l.split_whitespace().nth(3).unwrap().to_string())
+                .collect()
+        };
+        assert_eq!(
+            order(even),
+            ["fd", "fast", "folios", "fast-aa", "folios-aa"]
+        );
+        assert_eq!(order(odd), ["folios-aa", "fast-aa", "folios", "fast", "fd"]);
+        assert!(s.contains("\t\tpin hugetlb 512 fast-aa -a -M -H\n"), "{s}");
+        // The importer is loaded around udmabuf_bench only; each round runs
+        // 1/min of its repetitions.
         assert!(s.contains(
-            "\ninsmod /w/dmabuf_import_bench.ko\n/o/ub --raw\nrmmod dmabuf_import_bench\n"
+            "\n\tinsmod /w/dmabuf_import_bench.ko\n\t/o/ub --raw --split 2\n\trmmod dmabuf_import_bench\n"
         ));
-        assert!(s.contains("python3 /r/bench/page_pool_mp.py /k /t/bench_page_pool.ko 2 "));
+        assert!(s.contains(
+            "\tpython3 /r/bench/page_pool_mp.py /k /t/bench_page_pool.ko $n 200000 none c rs c-aa none-aa\n"
+        ));
+        // Rounds are marked, at least 2, then until `stop`, at most 7.
+        assert!(s.contains("\techo \"ROUND $n\"\n"));
+        assert!(s.contains("\techo \"ROUND-END $n\"\n"));
+        assert!(s.contains("while [ $n -lt 7 ]"));
+        let wait = "\t[ $n -ge 2 ] && [ $n -lt 7 ] || continue\n\
+                    \twhile [ ! -e /o/judged-$n ]; do sleep 1; done\n\
+                    \t[ -e /o/stop ] && break\n";
+        assert!(s.contains(wait), "{s}");
+        assert!(s.trim_end().ends_with("touch /o/done"));
+        // Progress goes to the console, saved as fd 3.
+        assert!(s.contains("exec 3>&1 > /o/samples.txt"));
+        assert!(s.contains(">&3\n"));
+        // It is valid sh.
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("guest.sh");
+        std::fs::write(&path, &s).unwrap();
+        let ok = std::process::Command::new("sh")
+            .arg("-n")
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(ok.success(), "{s}");
+    }
+
+    /// Runs the guest script's loop over rounds with `round` replaced by
+    /// one printing `value` (sh, of $1) for one arm, against the host's
+    /// watcher; returns the rounds run and whether the host said stop.
+    fn rounds_against_watcher(rounds: Rounds, value: &str) -> (u32, bool) {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path();
+        let (ub, pp) = programs();
+        let script = guest_script(out, Path::new("/k"), &ub, &pp, rounds);
+        let rounds_loop = &script[script.find("\nn=0\n").unwrap() + 1..];
+        let stub = format!(
+            "exec > {}/samples.txt\n\
+             round() {{ echo \"ROUND $1\"; echo \"PP fast-path c {value}\"; echo \"ROUND-END $1\"; }}\n\
+             {rounds_loop}",
+            out.display()
+        );
+        let running = AtomicBool::new(true);
+        let status = std::thread::scope(|scope| {
+            scope.spawn(|| watch_rounds(out, rounds, 0.005, &running));
+            let status = std::process::Command::new("sh")
+                .args(["-c", &stub])
+                .status()
+                .unwrap();
+            running.store(false, Ordering::Relaxed);
+            status
+        });
+        assert!(status.success());
+        assert!(out.join("done").exists());
+        let text = std::fs::read_to_string(out.join("samples.txt")).unwrap();
+        let log = std::fs::read_to_string(out.join("rounds.log")).unwrap_or_default();
+        assert!(log.starts_with("after round"), "{log}");
+        (rounds_done(&text), out.join("stop").exists())
+    }
+
+    #[test]
+    fn guest_stops_when_the_host_finds_medians_stable() {
+        let r = Rounds { min: 2, max: 6 };
+        // The same value every round: stable at the first judged round.
+        assert_eq!(rounds_against_watcher(r, "100"), (2, true));
+        let r = Rounds { min: 3, max: 6 };
+        assert_eq!(rounds_against_watcher(r, "100"), (3, true));
+        // Growing by half each round: never stable, up to the cap.
+        assert_eq!(rounds_against_watcher(r, "$((100 + $1 * 50))"), (6, false));
+    }
+
+    #[test]
+    fn controls_follow_the_pairs_baselines() {
+        assert_eq!(
+            with_controls(&PIN_ARMS.map(|(a, _)| a)),
+            ["fd", "fast", "folios", "fast-aa", "folios-aa"]
+        );
+        assert_eq!(
+            with_controls(&PAGE_POOL_ARMS),
+            ["none", "c", "rs", "c-aa", "none-aa"]
+        );
+        // udmabuf_bench's arms: c, rs and the control of c.
+        assert_eq!(with_controls(&["c", "rs"]), ["c", "rs", "c-aa"]);
+        assert_eq!(pin_opts("folios-aa"), Some("-P"));
+        assert_eq!(pin_opts("x"), None);
+    }
+
+    #[test]
+    fn clock_choice() {
+        let never = || -> bool { panic!("icount needs no KVM probe") };
+        assert_eq!(Clock::choose(Some(Mode::Icount), never), Clock::Icount);
+        assert_eq!(Clock::choose(None, || false), Clock::Icount);
+        assert_eq!(Clock::choose(None, || true), Clock::WallKvm);
+        assert_eq!(Clock::choose(Some(Mode::Wall), || false), Clock::WallTcg);
+        assert_eq!(Clock::choose(Some(Mode::Wall), || true), Clock::WallKvm);
+        assert_eq!(
+            Clock::Icount.vng_args(),
+            ["--qemu-opts=-icount shift=0,sleep=off"]
+        );
+        assert!(Clock::WallTcg.vng_args().is_empty());
+        assert!(!Clock::Icount.kvm() && Clock::WallKvm.kvm());
+        assert_eq!(Clock::Icount.aa_tolerance(), Some(0.005));
+        assert_eq!(Clock::WallKvm.aa_tolerance(), None);
+        assert_eq!(
+            serde_json::to_string(&Clock::WallTcg).unwrap(),
+            "\"wall-tcg\""
+        );
+        let back: Clock = serde_json::from_str("\"icount\"").unwrap();
+        assert_eq!(back, Clock::Icount);
+    }
+
+    #[test]
+    fn samples_carry_their_round() {
+        let text = "\
+PIN 4k 2M fd 10 1
+ROUND 0
+PIN 4k 2M fd 11 1
+PP fast-path c 5.5
+ROUND-END 0
+ROUND 1
+UDMABUF 4k-2M create+close c-aa 3
+ROUND-END 1
+ROUND 2
+PIN 4k 2M fd 12
+";
+        let samples = parse_samples(text);
+        let rounds: Vec<u32> = samples.iter().map(|s| s.round).collect();
+        assert_eq!(rounds, [0, 0, 0, 0, 0, 1]);
+        assert_eq!(samples[5].arm, "c-aa");
+        // The partial last line is no sample, and round 2 is not done.
+        assert_eq!(rounds_done(text), 2);
+        assert_eq!(rounds_done(""), 0);
+        // Results of before rounds were recorded still read.
+        let old = r#"{"what":"pin-get","case":"4k 2M","arm":"fd","value":1.0}"#;
+        let s: Sample = serde_json::from_str(old).unwrap();
+        assert_eq!(s.round, 0);
+    }
+
+    /// Samples of one measure: (arm, round, value).
+    fn samples_of(what: &str, v: &[(&str, u32, f64)]) -> Vec<Sample> {
+        v.iter()
+            .map(|&(arm, round, value)| Sample {
+                what: what.into(),
+                case: "4k 64M".into(),
+                arm: arm.into(),
+                value,
+                round,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn aa_controls_beside_each_ratio() {
+        let mut samples = samples_of(
+            "pin-get",
+            &[
+                ("fd", 0, 3627.0),
+                ("fast", 0, 2556.0),
+                ("fast-aa", 0, 2565.0),
+                ("folios", 0, 4000.0),
+                ("folios-aa", 0, 4000.0),
+            ],
+        );
+        // A control below resolution: NaN, not judged.
+        samples.extend(samples_of(
+            "pin-put",
+            &[("fd", 0, 1.0), ("fast", 0, 0.0), ("fast-aa", 0, 0.0)],
+        ));
+        let pairs = pairs(&samples);
+        let find = |what: &str, base: &str| {
+            pairs
+                .iter()
+                .find(|p| p.what == what && p.arms[1] == base)
+                .unwrap()
+        };
+        let fast = find("pin-get", "fast");
+        let c = fast.control.as_ref().unwrap();
+        assert_eq!(c.arm, "fast-aa");
+        assert_eq!(c.ratio, 2565.0 / 2556.0);
+        assert!((c.spread() - 9.0 / 2556.0).abs() < 1e-12);
+        // 0.35%: within 0.5%, and outside a tighter tolerance.
+        assert_eq!(Verdict::of(Some(c), Some(0.005)), Verdict::Pass);
+        assert_eq!(Verdict::of(Some(c), Some(0.003)), Verdict::Fail);
+        assert_eq!(Verdict::of(Some(c), None), Verdict::Reported);
+        assert_eq!(Verdict::of(None, Some(0.005)), Verdict::Missing);
+        let put = find("pin-put", "fast");
+        assert_eq!(
+            Verdict::of(put.control.as_ref(), Some(0.005)),
+            Verdict::Unresolved
+        );
+        // Exactly 0.5% passes.
+        let edge = Control {
+            arm: "x-aa".into(),
+            stats: stats(&[1.0]).unwrap(),
+            ratio: 1.005,
+        };
+        assert_eq!(Verdict::of(Some(&edge), Some(0.005)), Verdict::Pass);
+
+        let t = table(&pairs, Some(0.005));
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("pin-get") && l.contains("fast:"))
+            .unwrap();
+        assert!(line.ends_with("1.419   1.004   0.4% ok"), "{line}");
+        let line = t
+            .lines()
+            .find(|l| l.starts_with("pin-get") && l.contains("folios:"))
+            .unwrap();
+        assert!(line.ends_with("1.000   0.0% ok"), "{line}");
+        let line = t.lines().find(|l| l.starts_with("pin-put")).unwrap();
+        assert!(line.ends_with("NaN      - n/r"), "{line}");
+
+        let summary = controls_summary(&pairs, Some(0.005));
+        assert!(
+            summary.starts_with("A/A controls: 2 within 0.5% of 1, 0 outside, 1 below resolution; largest spread 0.35%"),
+            "{summary}"
+        );
+        let summary = controls_summary(&pairs, Some(0.001));
+        assert!(summary.contains("1 outside"), "{summary}");
+        assert!(
+            summary.contains("  FAIL pin-get 4k 64M: fast-aa / fast = 1.0035\n"),
+            "{summary}"
+        );
+        let summary = controls_summary(&pairs, None);
+        assert!(
+            summary.starts_with("A/A controls (not judged with this clock): 2 measured"),
+            "{summary}"
+        );
+        // Pairs sharing a baseline share its control: listed once.
+        let shared = samples_of(
+            "pp-provider-path",
+            &[
+                ("none", 0, 1.0),
+                ("c", 0, 2.0),
+                ("rs", 0, 2.0),
+                ("none-aa", 0, 1.0),
+            ],
+        );
+        let p = super::pairs(&shared);
+        assert_eq!(p.len(), 3);
+        assert_eq!(controls(&p, Some(0.005)).len(), 1);
+        assert!(controls_summary(&p, Some(0.005)).contains("; 1 pairs without a control"));
+    }
+
+    #[test]
+    fn medians_settle() {
+        // Round 0: fd 100, 102; round 1: 101 -> median 101 both times.
+        let mut s = samples_of(
+            "pp-fast-path",
+            &[("fd", 0, 100.0), ("fd", 0, 102.0), ("fd", 1, 101.0)],
+        );
+        assert_eq!(max_median_change(&s, 1), None);
+        assert_eq!(max_median_change(&s, 2), Some(0.0));
+        // Round 2 moves it: 100, 101, 102, 110 -> 101.5 from 101.
+        s.extend(samples_of("pp-fast-path", &[("fd", 2, 110.0)]));
+        let c = max_median_change(&s, 3).unwrap();
+        assert!((c - 0.5 / 101.0).abs() < 1e-12, "{c}");
+        // Samples of a round not finished are not counted.
+        assert_eq!(max_median_change(&s, 2), Some(0.0));
+        // A move of gup_test's 1 us resolution does not count.
+        let pins = samples_of("pin-get", &[("fd", 0, 3.0), ("fd", 1, 4.0)]);
+        assert_eq!(max_median_change(&pins, 2), Some(0.0));
+        let pins = samples_of("pin-get", &[("fd", 0, 300.0), ("fd", 1, 310.0)]);
+        assert!((max_median_change(&pins, 2).unwrap() - 5.0 / 300.0).abs() < 1e-12);
+
+        let r = Rounds { min: 3, max: 10 };
+        assert!(!should_stop(2, Some(0.0), r, 0.005));
+        assert!(should_stop(3, Some(0.005), r, 0.005));
+        assert!(!should_stop(3, Some(0.0051), r, 0.005));
+        assert!(!should_stop(3, None, r, 0.005));
     }
 }

@@ -11,6 +11,7 @@ mod fetch;
 mod ktap;
 mod plot;
 mod proc;
+mod profile;
 mod report;
 mod series;
 mod setup;
@@ -88,11 +89,31 @@ enum Command {
         profile: String,
     },
     /// Boot the series' kernel once and benchmark pairs of arms in it:
-    /// pin_user_pages_fd vs pin_user_pages_fast, udmabuf_rs vs udmabuf
+    /// pin_user_pages_fd vs pin_user_pages_fast, udmabuf_rs vs udmabuf,
+    /// page_pool providers; each pair with an A/A control
     Bench {
-        /// Rounds of every pair (arms alternate between rounds)
+        /// Rounds of every pair at least (arms alternate between rounds)
         #[arg(long, default_value_t = 3)]
         rounds: u32,
+        /// Rounds at most: after --rounds, rounds go on until no arm's
+        /// median moves by more than --stable percent
+        #[arg(long, default_value_t = 10)]
+        max_rounds: u32,
+        /// The largest move of a median, in percent, when a round is added,
+        /// at which the rounds stop
+        #[arg(long, default_value_t = 0.5)]
+        stable: f64,
+        /// Guest clock: icount (TCG, -icount shift=0,sleep=off: instruction
+        /// counts) or wall (KVM if usable, else TCG) [default: wall under a
+        /// usable KVM, else icount]
+        #[arg(long, value_enum)]
+        mode: Option<bench::Mode>,
+        /// Record a timer-based kernel profile (/proc/profile, sampling by
+        /// instructions under icount) of one arm instead of the pairs, and
+        /// write its top symbols: fd, fast, folios (gup_test, [:MEM:SIZE],
+        /// default 4k:64), pp-none, pp-c, pp-rs, udmabuf-c, udmabuf-rs
+        #[arg(long, value_name = "ARM", conflicts_with = "pipeline")]
+        profile: Option<String>,
         /// Also time the pipeline: an incremental build after one patch, a
         /// boot, the whole guest test run
         #[arg(long)]
@@ -102,7 +123,7 @@ enum Command {
         clean: bool,
         /// Only print the tables and draw the plots again from the last
         /// run's work/bench/results.json
-        #[arg(long, conflicts_with_all = ["rounds", "pipeline"])]
+        #[arg(long, conflicts_with_all = ["rounds", "pipeline", "profile", "mode"])]
         replot: bool,
     },
     /// Write each sub-series as one mbox for `b4 am` / `git am` into a directory
@@ -219,10 +240,21 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench { replot: true, .. } => bench::replot(&ctx)?,
         Command::Bench {
             rounds,
+            max_rounds,
+            stable,
+            mode,
+            profile,
             pipeline,
             clean,
             ..
         } => {
+            if rounds == 0 || max_rounds < rounds {
+                bail!("--rounds must be at least 1 and --max-rounds at least --rounds");
+            }
+            if stable.is_nan() || stable <= 0.0 {
+                bail!("--stable must be a positive percentage");
+            }
+            let target = profile.as_deref().map(profile::Target::parse).transpose()?;
             r.stage("setup", || setup::setup(&ctx))?;
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
             let head = r.stage("apply", || series::apply(&ctx))?;
@@ -232,9 +264,23 @@ fn run(cli: Cli) -> Result<()> {
                 true => r.stage("pipeline", || bench::pipeline(&ctx, &head, clean))?,
                 false => Vec::new(),
             };
-            r.stage("bench", || {
-                bench::bench(&ctx, &built.bzimage, &built.kselftests, rounds, &steps)
-            })?;
+            let rounds = bench::Rounds {
+                min: rounds,
+                max: max_rounds,
+            };
+            match target {
+                Some(target) => r.stage("profile", || {
+                    profile::profile(&ctx, &built, &target, mode, rounds.min)
+                })?,
+                None => r.stage("bench", || {
+                    let opts = bench::Options {
+                        rounds,
+                        mode,
+                        stable: stable / 100.0,
+                    };
+                    bench::bench(&ctx, &built.bzimage, &built.kselftests, &opts, &steps)
+                })?,
+            }
         }
         Command::Mbox { dir } => {
             let dir = ctx.root.join(dir);

@@ -1,0 +1,518 @@
+//! `bench --profile ARM`: where the kernel spends its time while one arm of
+//! the benchmark runs, from the kernel's own timer-based profile.
+//!
+//! With `CONFIG_PROFILING=y` and `profile=2` on the command line, every timer
+//! tick that interrupts kernel code adds a hit to a counter per 4 bytes of
+//! kernel text (`_stext` to `_etext`), which /proc/profile returns after a
+//! first word holding the bucket size; writing to it resets the counters.
+//! The counters are read against the build's System.map, as readprofile
+//! does. Under icount the guest's timer counts instructions, so the ticks
+//! sample every 10^9/HZ instructions (4 million at HZ=250): an
+//! instruction-based profile. Ticks in user space and in modules (the
+//! benchmark modules' own loops) are not counted.
+
+use crate::bench::{self, Mode, PIN_ARMS, PIN_MEMORY};
+use crate::build::Built;
+use crate::ctx::Ctx;
+use anyhow::{bail, Context, Result};
+use std::path::Path;
+
+/// The kernel argument that turns the profile on: 2^2-byte buckets.
+pub const PROFILE_ARG: &str = "profile=2";
+/// gup_test calls per process and round: a 64 MiB pin is about 1 tick.
+const PIN_CALLS: u32 = 100;
+/// Symbols where an idle CPU waits: counted apart from the top symbols.
+const IDLE: &[&str] = &[
+    "default_idle",
+    "default_idle_call",
+    "native_safe_halt",
+    "pv_native_safe_halt",
+    "arch_cpu_idle",
+    "cpu_idle_poll",
+    "do_idle",
+    "acpi_safe_halt",
+    "mwait_idle",
+    "cpuidle_enter_state",
+];
+
+/// The arm to profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Target {
+    /// A gup_test arm on a memfd of one memory kind and size (MiB).
+    Pin {
+        arm: &'static str,
+        opts: &'static str,
+        mem: &'static str,
+        size: u32,
+    },
+    /// A page_pool arm of bench/page_pool_mp.py.
+    PagePool { arm: &'static str },
+    /// An arm of bench/udmabuf_bench.
+    Udmabuf { arm: &'static str },
+}
+
+impl Target {
+    /// `fd`, `fast`, `folios` (gup_test; `:MEM:SIZE` picks the memory
+    /// kind and size in MiB, 4k:64 by default), `pp-none`, `pp-c`, `pp-rs`,
+    /// `udmabuf-c` or `udmabuf-rs`.
+    pub fn parse(s: &str) -> Result<Target> {
+        let mut f = s.split(':');
+        let arm = f.next().unwrap_or_default();
+        let rest: Vec<&str> = f.collect();
+        if let Some(&(arm, opts)) = PIN_ARMS.iter().find(|(a, _)| *a == arm) {
+            let (mem, size) = match rest.as_slice() {
+                [] => ("4k", "64"),
+                [mem, size] => (*mem, *size),
+                _ => bail!("--profile {s}: a pin arm takes :MEM:SIZE, e.g. {arm}:thp:512"),
+            };
+            let Some(&(mem, _, _)) = PIN_MEMORY.iter().find(|(m, _, _)| *m == mem) else {
+                let kinds: Vec<&str> = PIN_MEMORY.iter().map(|(m, _, _)| *m).collect();
+                bail!(
+                    "--profile {s}: memory {mem:?} is not one of {}",
+                    kinds.join(", ")
+                );
+            };
+            let size = size
+                .parse()
+                .ok()
+                .filter(|&n| n > 0)
+                .with_context(|| format!("--profile {s}: size {size:?} is not MiB"))?;
+            return Ok(Target::Pin {
+                arm,
+                opts,
+                mem,
+                size,
+            });
+        }
+        if !rest.is_empty() {
+            bail!("--profile {s}: only the pin arms take :MEM:SIZE");
+        }
+        let pick = |arms: &[&'static str], a: &str| arms.iter().copied().find(|x| *x == a);
+        if let Some(a) = arm
+            .strip_prefix("pp-")
+            .and_then(|a| pick(&["none", "c", "rs"], a))
+        {
+            return Ok(Target::PagePool { arm: a });
+        }
+        if let Some(a) = arm
+            .strip_prefix("udmabuf-")
+            .and_then(|a| pick(&["c", "rs"], a))
+        {
+            return Ok(Target::Udmabuf { arm: a });
+        }
+        let pins: Vec<&str> = PIN_ARMS.iter().map(|(a, _)| *a).collect();
+        bail!(
+            "--profile {s}: not an arm; one of {}[:MEM:SIZE], pp-none, pp-c, pp-rs, udmabuf-c, udmabuf-rs",
+            pins.join(", ")
+        )
+    }
+
+    /// A name for files: `fd-4k-64M`, `pp-rs`, `udmabuf-c`.
+    pub fn name(&self) -> String {
+        match self {
+            Target::Pin { arm, mem, size, .. } => format!("{arm}-{mem}-{size}M"),
+            Target::PagePool { arm } => format!("pp-{arm}"),
+            Target::Udmabuf { arm } => format!("udmabuf-{arm}"),
+        }
+    }
+}
+
+/// The programs the guest script runs.
+pub struct Programs<'a> {
+    pub ksft: &'a Path,
+    pub udmabuf: &'a bench::UdmabufBench,
+    pub page_pool: &'a bench::PagePoolBench,
+}
+
+/// The guest script: resets the profile, runs `target` `rounds` times, and
+/// copies /proc/profile to `out`/profile.bin.
+pub fn guest_script(out: &Path, p: &Programs, target: &Target, rounds: u32) -> String {
+    let o = out.display();
+    let mut s = String::from("#!/bin/sh\n# Generated by `cargo xtask bench --profile`.\nset -u\n");
+    s.push_str("mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug\n");
+    s.push_str(&format!(
+        "cd {}\nexec > {o}/samples.txt 2> {o}/stderr.txt\n",
+        p.ksft.join("mm").display()
+    ));
+    s.push_str(&format!(
+        "if [ ! -e /proc/profile ]; then\n\techo 'no /proc/profile: the kernel needs CONFIG_PROFILING=y and {PROFILE_ARG}' >&2\n\texit 1\nfi\n"
+    ));
+    let (setup, run, teardown) = match target {
+        Target::Pin {
+            opts, mem, size, ..
+        } => {
+            let (_, flags, thp) = PIN_MEMORY
+                .iter()
+                .find(|(m, _, _)| m == mem)
+                .expect("Target::parse checked the memory kind");
+            (
+                format!("echo {thp} > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n"),
+                format!("./gup_test {opts} {flags} -m {size} -n 512 -r {PIN_CALLS}\n"),
+                "echo never > /sys/kernel/mm/transparent_hugepage/shmem_enabled\n".to_string(),
+            )
+        }
+        Target::PagePool { arm } => (
+            String::new(),
+            format!(
+                "python3 {} {} {} $r {} {arm}\n",
+                p.page_pool.script.display(),
+                p.ksft.display(),
+                p.page_pool.module.display(),
+                bench::PAGE_POOL_LOOPS
+            ),
+            String::new(),
+        ),
+        Target::Udmabuf { arm } => (
+            format!("insmod {}\n", p.udmabuf.importer.display()),
+            format!("{} --raw --only {arm}\n", p.udmabuf.program.display()),
+            "rmmod dmabuf_import_bench\n".to_string(),
+        ),
+    };
+    s.push_str(&setup);
+    // Any write resets the counters.
+    s.push_str("echo 0 > /proc/profile\n");
+    s.push_str(&format!(
+        "r=0\nwhile [ $r -lt {rounds} ]; do\n\t{run}\tr=$((r + 1))\ndone\n"
+    ));
+    s.push_str(&format!("cat /proc/profile > {o}/profile.bin\n"));
+    s.push_str(&teardown);
+    s.push_str(&format!("touch {o}/done\n"));
+    s
+}
+
+/// The contents of /proc/profile.
+#[derive(Debug, PartialEq)]
+pub struct Profile {
+    /// Bytes of kernel text per bucket.
+    pub step: u64,
+    /// Hits per bucket, from `_stext` on.
+    pub buckets: Vec<u32>,
+}
+
+/// /proc/profile: the bucket size as a native `unsigned int`, then one
+/// `atomic_t` per bucket (little endian on x86).
+pub fn parse_profile(bytes: &[u8]) -> Result<Profile> {
+    if bytes.len() < 4 || !bytes.len().is_multiple_of(4) {
+        bail!(
+            "/proc/profile has {} bytes, not a whole number of 4-byte words",
+            bytes.len()
+        );
+    }
+    let mut words = bytes
+        .chunks_exact(4)
+        .map(|w| u32::from_le_bytes(w.try_into().expect("4 bytes")));
+    let step = u64::from(words.next().expect("at least one word"));
+    if !step.is_power_of_two() {
+        bail!("/proc/profile's bucket size {step} is not a power of 2");
+    }
+    Ok(Profile {
+        step,
+        buckets: words.collect(),
+    })
+}
+
+/// The kernel text symbols of a System.map, sorted by address, and `_stext`.
+#[derive(Debug, PartialEq)]
+pub struct TextMap {
+    pub stext: u64,
+    pub symbols: Vec<(u64, String)>,
+}
+
+pub fn parse_system_map(text: &str) -> Result<TextMap> {
+    let mut symbols = Vec::new();
+    let (mut stext, mut etext) = (None, None);
+    for line in text.lines() {
+        let f: Vec<&str> = line.split_whitespace().collect();
+        let [addr, kind, name] = f.as_slice() else {
+            continue;
+        };
+        let Ok(addr) = u64::from_str_radix(addr, 16) else {
+            continue;
+        };
+        match *name {
+            "_stext" => stext = Some(addr),
+            "_etext" => etext = Some(addr),
+            _ => {}
+        }
+        if matches!(*kind, "t" | "T" | "w" | "W") {
+            symbols.push((addr, name.to_string()));
+        }
+    }
+    let (Some(stext), Some(etext)) = (stext, etext) else {
+        bail!("no _stext and _etext in System.map");
+    };
+    symbols.retain(|(a, _)| (stext..etext).contains(a));
+    symbols.sort();
+    Ok(TextMap { stext, symbols })
+}
+
+/// Hits per symbol, most first (then by name), each bucket counted to the
+/// symbol at or before its address; hits before the first symbol go to
+/// `_stext`.
+pub fn symbol_hits(profile: &Profile, map: &TextMap) -> Vec<(String, u64)> {
+    let mut hits: std::collections::BTreeMap<&str, u64> = Default::default();
+    for (i, &n) in profile.buckets.iter().enumerate().filter(|(_, &n)| n > 0) {
+        let addr = map.stext + i as u64 * profile.step;
+        let at = map.symbols.partition_point(|(a, _)| *a <= addr);
+        let name = match at {
+            0 => "_stext",
+            _ => map.symbols[at - 1].1.as_str(),
+        };
+        *hits.entry(name).or_default() += u64::from(n);
+    }
+    let mut out: Vec<(String, u64)> = hits.into_iter().map(|(s, n)| (s.into(), n)).collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    out
+}
+
+/// The report: total and idle ticks, then the `top` busiest symbols with
+/// their share of the ticks outside idle.
+pub fn render(hits: &[(String, u64)], top: usize) -> String {
+    let total: u64 = hits.iter().map(|(_, n)| n).sum();
+    let is_idle = |s: &str| IDLE.contains(&s);
+    let idle: u64 = hits
+        .iter()
+        .filter(|(s, _)| is_idle(s))
+        .map(|(_, n)| n)
+        .sum();
+    let busy = total - idle;
+    let mut s = format!(
+        "{total} ticks in kernel text, {idle} of them idle; top symbols of the {busy} others:\n"
+    );
+    s.push_str(&format!("{:>8} {:>6}  symbol\n", "ticks", "%"));
+    for (name, n) in hits.iter().filter(|(s, _)| !is_idle(s)).take(top) {
+        let pct = 100.0 * *n as f64 / busy.max(1) as f64;
+        s.push_str(&format!("{n:>8} {pct:>6.2}  {name}\n"));
+    }
+    s
+}
+
+/// Boots the kernel with the profile on, runs `target` `rounds` times, and
+/// writes and prints its top symbols.
+pub fn profile(
+    ctx: &Ctx,
+    built: &Built,
+    target: &Target,
+    mode: Option<Mode>,
+    rounds: u32,
+) -> Result<()> {
+    let stale = ["samples.txt", "stderr.txt", "done", "profile.bin"];
+    let bench::GuestDirs { top, clock, out } =
+        bench::guest_dirs(ctx, &built.bzimage, mode, "profile-", &stale)?;
+    let (udmabuf, page_pool) = bench::guest_programs(ctx, &top)?;
+    let programs = Programs {
+        ksft: &built.kselftests,
+        udmabuf: &udmabuf,
+        page_pool: &page_pool,
+    };
+    let script = out.join("guest.sh");
+    std::fs::write(&script, guest_script(&out, &programs, target, rounds))
+        .with_context(|| format!("cannot write {}", script.display()))?;
+    eprintln!(
+        "  profiling {} for {rounds} rounds; clock: {} ({})",
+        target.name(),
+        clock.name(),
+        clock.describe()
+    );
+    let log = ctx.log(&format!("bench-profile-{}", clock.name()));
+    let exit = bench::guest(
+        ctx,
+        &built.bzimage,
+        &out,
+        clock,
+        &[PROFILE_ARG.into()],
+        &script,
+    )
+    .run_unchecked(&log)?;
+    let bin = out.join("profile.bin");
+    if exit.timed_out || !out.join("done").exists() || !bin.exists() {
+        bail!(
+            "the profiling guest did not finish (console: {}, guest stderr: {})",
+            log.display(),
+            out.join("stderr.txt").display()
+        );
+    }
+    let profile = parse_profile(&std::fs::read(&bin)?)
+        .with_context(|| format!("cannot read {}", bin.display()))?;
+    let map_path = ctx.build_dir("default").join("System.map");
+    let map = std::fs::read_to_string(&map_path)
+        .with_context(|| format!("cannot read {}", map_path.display()))?;
+    let map = parse_system_map(&map).with_context(|| format!("in {}", map_path.display()))?;
+    let hits = symbol_hits(&profile, &map);
+    let report = out.join(format!("{}.txt", target.name()));
+    let header = format!(
+        "profile of {} ({rounds} rounds), clock {}: {}\n",
+        target.name(),
+        clock.name(),
+        clock.describe()
+    );
+    std::fs::write(&report, format!("{header}{}", render(&hits, usize::MAX)))
+        .with_context(|| format!("cannot write {}", report.display()))?;
+    print!("{header}{}", render(&hits, 25));
+    eprintln!("every symbol: {}", report.display());
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words(w: &[u32]) -> Vec<u8> {
+        w.iter().flat_map(|x| x.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn targets_parse() {
+        assert_eq!(
+            Target::parse("fd").unwrap(),
+            Target::Pin {
+                arm: "fd",
+                opts: "-d",
+                mem: "4k",
+                size: 64
+            }
+        );
+        let t = Target::parse("fast:hugetlb:512").unwrap();
+        assert_eq!(t.name(), "fast-hugetlb-512M");
+        assert_eq!(
+            Target::parse("pp-rs").unwrap(),
+            Target::PagePool { arm: "rs" }
+        );
+        assert_eq!(Target::parse("udmabuf-c").unwrap().name(), "udmabuf-c");
+        for bad in [
+            "fd:4k",
+            "fd:1g:2",
+            "fd:4k:x",
+            "fd:4k:0",
+            "pp-x",
+            "pp-c:4k:2",
+            "rs",
+            "",
+        ] {
+            assert!(Target::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn profile_parses() {
+        let p = parse_profile(&words(&[4, 0, 7, 1])).unwrap();
+        assert_eq!(
+            p,
+            Profile {
+                step: 4,
+                buckets: vec![0, 7, 1]
+            }
+        );
+        assert!(parse_profile(&[1, 0, 0]).is_err());
+        assert!(parse_profile(&words(&[3, 1])).is_err());
+        assert!(parse_profile(&[]).is_err());
+    }
+
+    const MAP: &str = "\
+ffffffff81000000 T _text
+ffffffff81001000 T _stext
+ffffffff81001000 t first
+ffffffff81001010 T pin_user_pages_fd
+ffffffff81001030 W weak_one
+ffffffff81001040 T default_idle
+ffffffff81001050 T _etext
+ffffffff81001060 T after_text
+ffffffff82000000 D some_data
+ffffffff81001020 r not_text
+";
+
+    #[test]
+    fn system_map_parses() {
+        let m = parse_system_map(MAP).unwrap();
+        assert_eq!(m.stext, 0xffffffff81001000);
+        let names: Vec<&str> = m.symbols.iter().map(|(_, n)| n.as_str()).collect();
+        // Sorted, text only, within _stext.._etext (_stext itself included).
+        assert_eq!(
+            names,
+            [
+                "_stext",
+                "first",
+                "pin_user_pages_fd",
+                "weak_one",
+                "default_idle"
+            ]
+        );
+        assert!(parse_system_map("ffffffff81000000 T foo\n").is_err());
+    }
+
+    #[test]
+    fn hits_go_to_the_symbol_before() {
+        let m = parse_system_map(MAP).unwrap();
+        // 16-byte buckets: first, pin_user_pages_fd x2, weak_one, default_idle.
+        let p = Profile {
+            step: 16,
+            buckets: vec![1, 5, 2, 3, 40, 0],
+        };
+        let hits = symbol_hits(&p, &m);
+        assert_eq!(
+            hits,
+            [
+                ("default_idle".to_string(), 40),
+                ("pin_user_pages_fd".to_string(), 7),
+                ("weak_one".to_string(), 3),
+                ("first".to_string(), 1),
+            ]
+        );
+        let r = render(&hits, 2);
+        assert!(
+            r.starts_with(
+                "51 ticks in kernel text, 40 of them idle; top symbols of the 11 others:\n"
+            ),
+            "{r}"
+        );
+        let lines: Vec<&str> = r.lines().collect();
+        assert_eq!(lines.len(), 4, "{r}");
+        assert_eq!(
+            lines[2].split_whitespace().collect::<Vec<_>>(),
+            ["7", "63.64", "pin_user_pages_fd"]
+        );
+        assert!(lines[3].ends_with("weak_one"));
+    }
+
+    #[test]
+    fn script_resets_runs_and_saves() {
+        let ub = bench::UdmabufBench {
+            program: "/o/ub".into(),
+            importer: "/w/imp.ko".into(),
+        };
+        let pp = bench::PagePoolBench {
+            script: "/r/pp.py".into(),
+            module: "/t/pp.ko".into(),
+        };
+        let p = Programs {
+            ksft: Path::new("/k"),
+            udmabuf: &ub,
+            page_pool: &pp,
+        };
+        let s = guest_script(
+            Path::new("/o"),
+            &p,
+            &Target::parse("fd:hugetlb:2").unwrap(),
+            3,
+        );
+        let reset = s.find("echo 0 > /proc/profile").unwrap();
+        let run = s.find("./gup_test -d -H -m 2 -n 512 -r 100").unwrap();
+        let save = s.find("cat /proc/profile > /o/profile.bin").unwrap();
+        assert!(reset < run && run < save, "{s}");
+        assert!(s.contains("while [ $r -lt 3 ]"));
+        assert!(s.trim_end().ends_with("touch /o/done"));
+        let s = guest_script(Path::new("/o"), &p, &Target::parse("pp-c").unwrap(), 1);
+        assert!(
+            s.contains("python3 /r/pp.py /k /t/pp.ko $r 200000 c\n"),
+            "{s}"
+        );
+        let s = guest_script(
+            Path::new("/o"),
+            &p,
+            &Target::parse("udmabuf-rs").unwrap(),
+            1,
+        );
+        assert!(s.contains("insmod /w/imp.ko\n"));
+        assert!(s.contains("/o/ub --raw --only rs\n"));
+    }
+}
