@@ -147,6 +147,10 @@ impl MemlockCharge {
         // INVARIANT: A zeroed `struct pin_fd_account` is an empty charge.
         Self(pin_init::zeroed())
     }
+
+    fn is_empty(&self) -> bool {
+        self.0.nr_pages == 0
+    }
 }
 
 impl Drop for MemlockCharge {
@@ -202,8 +206,9 @@ impl Drop for MemlockCharge {
 /// - Every entry of `pages` is a page on which this object holds one pin, taken with `FOLL_PIN`
 ///   and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins), or the shared zero
 ///   page, which GUP lends without a pin and `unpin_user_pages()` skips.
-/// - The pins are released only by [`Drop`] or [`PinnedPages::unpin_dirty`].
-/// - `dirty` is true if any pin was taken with [`Flags::WRITE`].
+/// - The pins are released only by [`Drop`].
+/// - `dirty` is true if the pins were taken with [`Flags::WRITE`], false if without: all of
+///   them the same way.
 /// - `charge` is empty, or the `RLIMIT_MEMLOCK` charge for pages of `pages`. It is returned after
 ///   they are unpinned: fields are dropped after [`Drop::drop`] has run.
 pub struct PinnedPages<T: PinTerm> {
@@ -399,10 +404,15 @@ impl<T: PinTerm> PinnedPages<T> {
     /// Moves the pins of `other` and their charge to the end of `self`, so that one object holds
     /// the pages of several ranges, in order.
     ///
-    /// If memory for the longer array cannot be allocated, or if both are charged but to
-    /// different users or processes ([`EINVAL`]), `other` is dropped: its pins are released and
-    /// its charge returned, and `self` is unchanged.
+    /// If memory for the longer array cannot be allocated, if one was pinned with
+    /// [`Flags::WRITE`] and the other without ([`EINVAL`]: pages pinned read-only must not be
+    /// dirtied), or if both are charged but to different users or processes ([`EINVAL`]),
+    /// `other` is dropped: its pins are released and its charge returned, and `self` is
+    /// unchanged.
     pub fn append(&mut self, mut other: Self) -> Result {
+        if self.dirty != other.dirty {
+            return Err(EINVAL);
+        }
         self.pages.reserve(other.pages.len(), GFP_KERNEL)?;
         // SAFETY: By the type invariants, both charges are empty or charges for pins of their
         // objects, and nobody else returns them.
@@ -411,9 +421,8 @@ impl<T: PinTerm> PinnedPages<T> {
         })?;
         // Cannot fail: the room is reserved.
         self.pages.extend_from_slice(&other.pages, GFP_KERNEL)?;
-        self.dirty |= other.dirty;
-        // INVARIANT: The pins of `other` and their charge now belong to `self`, and so does the
-        // duty to dirty them: leave nothing for `other` to unpin or return.
+        // INVARIANT: The pins of `other`, taken with the same flags as those of `self`, and their
+        // charge now belong to `self`: leave nothing for `other` to unpin or return.
         other.pages.clear();
         Ok(())
     }
@@ -423,33 +432,6 @@ impl<T: PinTerm> PinnedPages<T> {
     #[inline]
     pub fn as_raw_pages(&self) -> &[NonNull<bindings::page>] {
         &self.pages
-    }
-
-    /// Unpins the pages and marks them dirty (`unpin_user_pages_dirty_lock()`), also if they were
-    /// pinned without [`Flags::WRITE`], which dropping does for pins taken with it.
-    ///
-    /// Use this after the pages were written to behind the memory manager's back, for example by
-    /// DMA, so that the data is written back before the pages are reclaimed. May sleep: it takes
-    /// the folio locks.
-    pub fn unpin_dirty(mut self) {
-        self.unpin(true);
-        // INVARIANT: The pins are released: leave nothing for `drop` to unpin. `self` is gone
-        // once `drop` has run.
-        self.pages.clear();
-    }
-
-    /// Releases the pins, marking the pages dirty first if `dirty`.
-    ///
-    /// `unpin_user_pages_dirty_lock()` releases consecutive pages of one folio with one update
-    /// of the folio.
-    fn unpin(&mut self, dirty: bool) {
-        let len = self.pages.len();
-        if len == 0 {
-            return;
-        }
-        // SAFETY: By the type invariants, each of the `len` pages holds one pin owned by `self`
-        // (or is the zero page, which is unpinned as a no-op).
-        unsafe { bindings::unpin_user_pages_dirty_lock(Self::array(&mut self.pages), len, dirty) };
     }
 }
 
@@ -502,7 +484,23 @@ impl PinnedPages<LongTerm> {
 
 impl<T: PinTerm> Drop for PinnedPages<T> {
     fn drop(&mut self) {
-        self.unpin(self.dirty);
+        let len = self.pages.len();
+        if len == 0 {
+            return;
+        }
+        if self.dirty || !self.charge.is_empty() {
+            // Marking a page dirty takes its folio lock; returning a charge may free an
+            // `mm_struct`. Say so in every such drop, not only when a page is still clean.
+            crate::task::might_sleep();
+        }
+        // SAFETY: By the type invariants, each of the `len` pages holds one pin owned by `self`,
+        // or is the zero page, which is unpinned as a no-op. GUP never lends the zero page for
+        // [`Flags::WRITE`] (it unshares first), so only pages pinned for writing are dirtied.
+        // `unpin_user_pages_dirty_lock()` releases consecutive pages of one folio with one update
+        // of the folio.
+        unsafe {
+            bindings::unpin_user_pages_dirty_lock(Self::array(&mut self.pages), len, self.dirty)
+        };
     }
 }
 
@@ -808,7 +806,7 @@ mod tests {
         assert_eq!(ref_count(folio), refs + PIN_BIAS);
         assert!(folio.maybe_dma_pinned());
         assert_eq!(PinStats::now(), stats.plus(2, 1));
-        pinned.unpin_dirty();
+        drop(pinned);
         assert_eq!(ref_count(folio), refs);
         assert!(!folio.maybe_dma_pinned());
         assert_eq!(PinStats::now(), stats.plus(2, 2));
@@ -887,7 +885,7 @@ mod tests {
             PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::WRITE, Accounting::None)?;
         assert_eq!(pinned.page_iter().count(), NR);
         assert_eq!(PinStats::now(), stats.plus(2 * NR, NR));
-        pinned.unpin_dirty();
+        drop(pinned);
         assert_eq!(PinStats::now(), stats.plus(2 * NR, 2 * NR));
         Ok(())
     }
@@ -1078,7 +1076,7 @@ mod tests {
 
         // The charge is returned with the pins, once.
         let stats = PinStats::now();
-        pinned.unpin_dirty();
+        drop(pinned);
         assert_eq!(PinStats::now(), stats.plus(0, 3 * NR));
         assert_eq!(memlock_events()?, (charged + 2 * NR, returned + 2 * NR));
         Ok(())

@@ -1030,6 +1030,8 @@ static void pin_truncate_race(struct __test_metadata *_metadata,
 	child = fork();
 	ASSERT_LE(0, child);
 	if (!child) {
+		/* Also if an assertion ends the test before it kills us. */
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		/* Shrink, regrow, punch and refill the file until killed. */
 		for (unsigned int i = 0;; i++) {
 			off_t off = (i * 37 % 512) * ps;
