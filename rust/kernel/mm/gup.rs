@@ -949,9 +949,10 @@ mod tests {
         // Page 0 is a hole, which the first pin fills with a clean page-cache folio.
         let file = memfd(false, 0)?;
         let mut pos = (2 * PAGE_SIZE - 1) as i64;
-        // SAFETY: `file` is valid, the buffer holds one byte, and `pos` is a valid offset.
+        let byte = [0u8; 1];
+        // SAFETY: `file` is valid, `byte` holds one byte, and `pos` is a valid offset.
         let written =
-            unsafe { bindings::kernel_write(file.as_ptr(), c"".as_ptr().cast(), 1, &mut pos) };
+            unsafe { bindings::kernel_write(file.as_ptr(), byte.as_ptr().cast(), 1, &mut pos) };
         assert_eq!(written, 1);
 
         let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::empty(), Accounting::None)?;
