@@ -6,6 +6,12 @@ out=@OUT@
 ksft=@KSFT@
 tap=$out/kselftest.tap
 mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug
+# Swap on zram where the kernel has it, so that pages pushed out (MADV_PAGEOUT)
+# go to swap: upstream's cow runs its swapped-out cases only with swap.
+if [ -e /sys/block/zram0/disksize ] && ! grep -q zram0 /proc/swaps; then
+	echo 1G > /sys/block/zram0/disksize && mkswap /dev/zram0 > /dev/null &&
+		swapon /dev/zram0
+fi
 # Pin counters, with per-CPU deltas folded in. Unpins that finish after a
 # test exits (deferred fput, RCU) get up to 5 s to land before a snapshot.
 pins() {
