@@ -25,9 +25,9 @@ const CHECKPATCH_IGNORE: &[&str] = &[
     "UNKNOWN_COMMIT_ID",
 ];
 
-/// The static checks; `build_from`: also build each patch on its own, from
-/// that one (1-based) on.
-pub fn check(ctx: &Ctx, build_from: Option<usize>) -> Result<()> {
+/// The static checks; `build`: also build each patch on its own, from the
+/// first (1-based) to the second, or the last patch if None.
+pub fn check(ctx: &Ctx, build: Option<(usize, Option<usize>)>) -> Result<()> {
     let head = series::apply(ctx)?;
     let tree = ctx.apply_tree();
     let mut problems = Vec::new();
@@ -75,14 +75,15 @@ pub fn check(ctx: &Ctx, build_from: Option<usize>) -> Result<()> {
         }
     }
 
-    if let Some(from) = build_from {
-        if from == 0 || from > commits.len() {
+    if let Some((from, to)) = build {
+        let to = to.unwrap_or(commits.len());
+        if from == 0 || from > to || to > commits.len() {
             bail!(
-                "--from {from}: the series has patches 1 to {}",
+                "--from {from} --to {to}: the series has patches 1 to {}",
                 commits.len()
             );
         }
-        for (i, c) in commits.iter().enumerate().skip(from - 1) {
+        for (i, c) in commits.iter().enumerate().take(to).skip(from - 1) {
             let subject = c.subject();
             eprintln!(
                 "  building patch {}/{} \"{subject}\" on its own",

@@ -61,6 +61,9 @@ enum Command {
         /// whole series), when the earlier ones are unchanged and built
         #[arg(long, requires = "build_each", default_value_t = 1)]
         from: usize,
+        /// With --build-each, stop after this patch [default: the last]
+        #[arg(long, requires = "build_each")]
+        to: Option<usize>,
     },
     /// Configure and build the kernel and the selftests for the series
     Build {
@@ -182,10 +185,14 @@ fn run(cli: Cli) -> Result<()> {
             r.stage("export", || series::export(&ctx))?;
             println!("wrote patches/ and the exported files; review with `git diff`, then commit");
         }
-        Command::Check { build_each, from } => {
+        Command::Check {
+            build_each,
+            from,
+            to,
+        } => {
             r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
-            let build_from = build_each.then_some(from);
-            r.stage("check", || check::check(&ctx, build_from))?;
+            let build = build_each.then_some((from, to));
+            r.stage("check", || check::check(&ctx, build))?;
         }
         Command::Build { worktree, profile } => {
             let profile = ctx.cfg.select_profile(&profile)?;
