@@ -539,6 +539,8 @@ mod tests {
             prefixes: vec![],
             prerequisites: prereqs.iter().map(|s| s.to_string()).collect(),
             patches: vec![],
+            fixes: false,
+            tree: None,
         }
     }
 
