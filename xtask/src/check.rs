@@ -119,7 +119,7 @@ pub fn check(ctx: &Ctx, build_from: Option<usize>) -> Result<()> {
 /// The non-cover commits of the applied series.
 fn patch_commits(ctx: &Ctx, tree: &Path) -> Result<Vec<series::Commit>> {
     let mut commits = series::commits(ctx, tree)?;
-    commits.retain(|c| !c.empty);
+    commits.retain(|c| !c.empty());
     Ok(commits)
 }
 

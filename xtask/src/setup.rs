@@ -12,7 +12,7 @@ use std::time::Duration;
 /// programs) and PyYAML and jsonschema (tools/net/ynl/pyynl/ynl_gen_c.py
 /// generates the YNL C library); to run, in the guest (the host's root):
 /// PyYAML (the YNL python library) and iproute2 (`ip`); ethtool for the
-/// drivers/net tests that call it.
+/// drivers/net tests that call it. sparse for `check` (`C=2`).
 pub const DEB_PACKAGES: &[&str] = &[
     "clang-19",
     "lld-19",
@@ -45,6 +45,7 @@ pub const DEB_PACKAGES: &[&str] = &[
     "python3-jsonschema",
     "iproute2",
     "ethtool",
+    "sparse",
 ];
 
 pub const BINDGEN_VERSION: &str = "0.72.1";
