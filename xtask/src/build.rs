@@ -54,11 +54,21 @@ pub fn configure(
     extra_fragments: &[PathBuf],
     dropped_ok: Dropped,
 ) -> Result<()> {
+    configure_tree(ctx, &ctx.repo(), profile, extra_fragments, dropped_ok)
+}
+
+/// `configure` of the build directory `profile` for the sources in `tree`.
+pub fn configure_tree(
+    ctx: &Ctx,
+    tree: &Path,
+    profile: &str,
+    extra_fragments: &[PathBuf],
+    dropped_ok: Dropped,
+) -> Result<()> {
     let out = ctx.build_dir(profile);
     let scratch = ctx.cache.join("build").join(format!("{profile}-config"));
     std::fs::create_dir_all(&out)?;
     std::fs::create_dir_all(&scratch)?;
-    let tree = ctx.repo();
     let mut fragments: Vec<PathBuf> = ctx
         .cfg
         .kernel
@@ -69,7 +79,7 @@ pub fn configure(
     fragments.extend(extra_fragments.iter().cloned());
 
     // The same tree and fragments give the same .config: skip the work.
-    let commit = ctx.git(&tree).args(["rev-parse", "HEAD"]).output()?;
+    let commit = ctx.git(tree).args(["rev-parse", "HEAD"]).output()?;
     let mut key = format!("{commit}\n{}\n", ctx.cfg.kernel.make.join(" "));
     for f in &fragments {
         key.push_str(
@@ -84,7 +94,7 @@ pub fn configure(
 
     let make = |target: &str, log: &str| {
         ctx.cmd("make")
-            .dir(&tree)
+            .dir(tree)
             .args(make_args(ctx, &scratch))
             .arg(target)
             .timeout(Duration::from_secs(600))
@@ -92,7 +102,7 @@ pub fn configure(
     };
     make("tinyconfig", "build-config-tiny")?;
     ctx.cmd(tree.join("scripts/kconfig/merge_config.sh"))
-        .dir(&tree)
+        .dir(tree)
         .arg("-m")
         .arg("-O")
         .arg(&scratch)
@@ -111,7 +121,7 @@ pub fn configure(
     let dropped: Vec<String> = wanted
         .iter()
         .filter(|(k, v)| have.get(*k).map_or("n", String::as_str) != v.as_str())
-        .filter(|(k, _)| dropped_ok == Dropped::Refuse || kconfig_defines(ctx, &tree, k))
+        .filter(|(k, _)| dropped_ok == Dropped::Refuse || kconfig_defines(ctx, tree, k))
         .map(|(k, v)| format!("{k}={v} (got {})", have.get(k).map_or("n", String::as_str)))
         .collect();
     if !dropped.is_empty() {

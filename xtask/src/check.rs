@@ -1,9 +1,13 @@
 //! `check`: the series applies, the exported files match it, every patch is
-//! checkpatch-clean (--strict), Rust is rustfmt-clean, and optionally every
-//! patch builds on its own. Also writes b4-ready mboxes.
+//! checkpatch-clean (--strict), adds no kernel-doc, sparse or W=1 warning
+//! (see lint.rs), has well-formed `Fixes:` tags, Rust is rustfmt-clean,
+//! MAINTAINERS covers the new files, and optionally every patch builds on
+//! its own. Also writes b4-ready mboxes, To/Cc filled from MAINTAINERS.
 
+use crate::config::SubSeries;
 use crate::ctx::{Ctx, BASE_TAG};
-use crate::{build, series};
+use crate::maint::Recipients;
+use crate::{build, fetch, fixes, lint, maint, series};
 use anyhow::{bail, Result};
 use std::path::Path;
 use std::time::Duration;
@@ -36,8 +40,10 @@ pub fn check(ctx: &Ctx, build: Option<(usize, Option<usize>)>) -> Result<()> {
         problems.push(format!("export: {p} (run `cargo xtask export`)"));
     }
 
-    let commits = patch_commits(ctx, &tree)?;
+    let in_series = patch_commits(ctx, &tree)?;
+    let commits: Vec<&series::Commit> = in_series.iter().map(|(_, c)| c).collect();
     eprintln!("  {} patch(es) in the series", commits.len());
+    problems.extend(fixes_problems(ctx, &in_series)?);
     for c in &commits {
         let (hash, subject) = (&c.hash, c.subject());
         let out = ctx
@@ -75,6 +81,17 @@ pub fn check(ctx: &Ctx, build: Option<(usize, Option<usize>)>) -> Result<()> {
         }
     }
 
+    if !commits.is_empty() {
+        problems.extend(lint::check(ctx, &tree, &commits, &head)?);
+    }
+
+    let new = series::new_files(ctx, &tree, &head)?;
+    for f in maint::uncovered(ctx, &tree, &new)? {
+        problems.push(format!(
+            "MAINTAINERS: no entry of its own covers the new file {f} (only THE REST or RUST): add an F: line to its subsystem's entry"
+        ));
+    }
+
     if let Some((from, to)) = build {
         let to = to.unwrap_or(commits.len());
         if from == 0 || from > to || to > commits.len() {
@@ -103,7 +120,7 @@ pub fn check(ctx: &Ctx, build: Option<(usize, Option<usize>)>) -> Result<()> {
         }
     }
 
-    if let Err(e) = write_mboxes(ctx, &ctx.root.join("work/mbox")) {
+    if let Err(e) = write_mboxes(ctx, &tree, &ctx.root.join("work/mbox")) {
         problems.push(format!("mbox: {e:#}"));
     }
 
@@ -117,11 +134,52 @@ pub fn check(ctx: &Ctx, build: Option<(usize, Option<usize>)>) -> Result<()> {
     Ok(())
 }
 
-/// The non-cover commits of the applied series.
-fn patch_commits(ctx: &Ctx, tree: &Path) -> Result<Vec<series::Commit>> {
-    let mut commits = series::commits(ctx, tree)?;
-    commits.retain(|c| !c.empty);
-    Ok(commits)
+/// The non-cover commits of the applied series, with their sub-series (a
+/// cover commit starts each, in series.toml's order).
+fn patch_commits<'a>(ctx: &'a Ctx, tree: &Path) -> Result<Vec<(&'a SubSeries, series::Commit)>> {
+    let mut subs = ctx.cfg.series.iter();
+    let mut current = None;
+    let mut out = Vec::new();
+    for c in series::commits(ctx, tree)? {
+        if c.empty() {
+            current = subs.next();
+        } else if let Some(s) = current {
+            out.push((s, c));
+        }
+    }
+    Ok(out)
+}
+
+/// `Fixes:` tags: the kernel's format, one on every patch of a fix
+/// sub-series, and, when the base has a history (`fetch --from-git`), the
+/// commit and its subject there.
+fn fixes_problems(ctx: &Ctx, commits: &[(&SubSeries, series::Commit)]) -> Result<Vec<String>> {
+    let history = fetch::history(ctx);
+    let base = fetch::base_commit(ctx)?;
+    let mut problems = Vec::new();
+    for (s, c) in commits {
+        let tags = fixes::tags(&c.message);
+        let subject = c.subject();
+        if s.fixes && tags.is_empty() {
+            problems.push(format!(
+                "Fixes: \"{subject}\" is in the fix sub-series {} but has no Fixes: tag",
+                s.name
+            ));
+        }
+        for t in tags {
+            let checked = t.and_then(|t| match &history {
+                Some(h) => fixes::verify(h, &base, &t),
+                None => Ok(()),
+            });
+            if let Err(e) = checked {
+                problems.push(format!("Fixes: \"{subject}\": {e}"));
+            }
+        }
+    }
+    if history.is_none() && !commits.is_empty() {
+        eprintln!("  note: Fixes: tags checked for their format only: the base has no history (`fetch --from-git` gives one)");
+    }
+    Ok(problems)
 }
 
 fn touches_rust(ctx: &Ctx, tree: &Path, head: &str) -> Result<bool> {
@@ -167,20 +225,28 @@ pub fn checkpatch_totals(out: &str) -> Option<(u32, u32, u32)> {
 }
 
 /// One mbox per sub-series (cover letter first), as `b4 am -m` and `git am`
-/// (after dropping the cover) take them.
-pub fn write_mboxes(ctx: &Ctx, dir: &Path) -> Result<()> {
+/// (after dropping the cover) take them, To and Cc filled from the
+/// MAINTAINERS of `tree` (the applied series) as `b4 prep --auto-to-cc`
+/// does: each patch to its own maintainers, the cover to all of them.
+pub fn write_mboxes(ctx: &Ctx, tree: &Path, dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir)?;
     for s in &ctx.cfg.series {
         if s.patches.is_empty() {
             continue;
         }
+        let patch_dir = ctx.root.join("patches").join(&s.name);
+        let mut cover = Recipients::default();
+        let mut patches = Vec::new();
+        for p in &s.patches {
+            let to = maint::for_patch(ctx, tree, &patch_dir.join(p))?;
+            cover.merge(&to);
+            patches.push((p.as_str(), to));
+        }
         let mut mbox = String::new();
-        let files = std::iter::once(crate::series::COVER_LETTER)
-            .chain(s.patches.iter().map(String::as_str));
-        for (n, p) in files.enumerate() {
-            let path = ctx.root.join("patches").join(&s.name).join(p);
-            let text = std::fs::read_to_string(&path)?;
-            mbox.push_str(&with_thread_headers(&text, &s.change_id, n));
+        let messages = std::iter::once((crate::series::COVER_LETTER, cover)).chain(patches);
+        for (n, (p, to)) in messages.enumerate() {
+            let text = std::fs::read_to_string(patch_dir.join(p))?;
+            mbox.push_str(&with_thread_headers(&text, &s.change_id, n, &to));
             if !text.ends_with('\n') {
                 mbox.push('\n');
             }
@@ -223,10 +289,12 @@ fn message_id(change_id: &str, n: usize) -> String {
     format!("{name}-v1-{n}-{hash}@pinfd-series.invalid")
 }
 
-/// Adds Message-ID (and, for patches, In-Reply-To the cover) after the
-/// Subject header, so that b4 and mail clients thread the mbox.
-fn with_thread_headers(mail: &str, change_id: &str, n: usize) -> String {
-    let mut headers = format!("Message-ID: <{}>\n", message_id(change_id, n));
+/// Adds To and Cc, Message-ID (and, for patches, In-Reply-To the cover)
+/// before the Subject header, so that the mbox can be sent as it is and b4
+/// and mail clients thread it.
+fn with_thread_headers(mail: &str, change_id: &str, n: usize, to: &Recipients) -> String {
+    let mut headers = to.headers();
+    headers.push_str(&format!("Message-ID: <{}>\n", message_id(change_id, n)));
     if n > 0 {
         let cover = message_id(change_id, 0);
         headers.push_str(&format!("In-Reply-To: <{cover}>\nReferences: <{cover}>\n"));
@@ -243,9 +311,12 @@ mod tests {
     fn mbox_threading() {
         let mail =
             "From 0 Mon Sep 17 00:00:00 2001\nFrom: A <a@b>\nSubject: [PATCH 1/2] x\n\nbody\n";
-        let out = super::with_thread_headers(mail, "20261121-pin-fd-0123456789ab", 1);
+        let to = crate::maint::parse_get_maintainer(
+            "A M <am@x> (maintainer:MM)\nlinux-mm@kvack.org (open list:MM)\n",
+        );
+        let out = super::with_thread_headers(mail, "20261121-pin-fd-0123456789ab", 1, &to);
         assert!(out.contains(
-            "From: A <a@b>\nMessage-ID: <20261121-pin-fd-v1-1-0123456789ab@pinfd-series.invalid>\nIn-Reply-To: <20261121-pin-fd-v1-0-0123456789ab@pinfd-series.invalid>\n"
+            "From: A <a@b>\nTo: A M <am@x>\nCc: linux-mm@kvack.org\nMessage-ID: <20261121-pin-fd-v1-1-0123456789ab@pinfd-series.invalid>\nIn-Reply-To: <20261121-pin-fd-v1-0-0123456789ab@pinfd-series.invalid>\n"
         ));
         assert!(out.ends_with("Subject: [PATCH 1/2] x\n\nbody\n"));
     }

@@ -133,6 +133,13 @@ pub struct SubSeries {
     /// Patch files in `patches/<name>/`, in order.
     #[serde(default)]
     pub patches: Vec<String>,
+    /// A fix sub-series: every patch carries a `Fixes:` tag, it comes before
+    /// the feature sub-series and they name it as a prerequisite.
+    #[serde(default)]
+    pub fixes: bool,
+    /// The tree the sub-series is sent to (e.g. `mm-hotfixes`, `stable`,
+    /// `iommufd`, `net`, `net-next`); required for a fix sub-series.
+    pub tree: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -262,6 +269,15 @@ impl SeriesToml {
                     s.name
                 );
             }
+            if s.fixes && s.tree.is_none() {
+                bail!(
+                    "series {:?}: a fix sub-series needs the tree it is sent to, e.g. tree = \"mm-hotfixes\"",
+                    s.name
+                );
+            }
+            if let Some(t) = s.tree.as_deref().filter(|t| !valid_name(t)) {
+                bail!("series {:?}: tree {t:?} must be [a-z0-9-]+", s.name);
+            }
             let mut patches = HashSet::new();
             for p in &s.patches {
                 if p == crate::series::COVER_LETTER {
@@ -276,6 +292,7 @@ impl SeriesToml {
                 }
             }
         }
+        self.validate_fixes_first()?;
         let mut names = HashSet::new();
         for t in &self.tests.kselftest {
             if !names.insert(t.name.as_str()) {
@@ -324,6 +341,56 @@ impl SeriesToml {
             }
         }
         Ok(())
+    }
+}
+
+impl SeriesToml {
+    /// Fix sub-series come first, and every feature sub-series names each
+    /// of them, directly or through its prerequisites: it was tested on top
+    /// of them, and b4 must fetch them with it.
+    fn validate_fixes_first(&self) -> Result<()> {
+        let fixes: Vec<&str> = self
+            .series
+            .iter()
+            .filter(|s| s.fixes)
+            .map(|s| s.name.as_str())
+            .collect();
+        let mut features = self.series.iter().filter(|s| !s.fixes);
+        if let Some(first) = features.clone().next() {
+            if let Some(late) = self.series.iter().skip_while(|s| s.fixes).find(|s| s.fixes) {
+                bail!(
+                    "series {:?} is a fix sub-series listed after the feature sub-series {:?}: list fixes first",
+                    late.name,
+                    first.name
+                );
+            }
+        }
+        features.try_for_each(|f| {
+            let needs = self.prerequisites_of(&f.name);
+            match fixes.iter().find(|x| !needs.contains(*x)) {
+                Some(x) => bail!(
+                    "series {:?} applies on top of the fix sub-series {x:?} but does not name it: add it to prerequisites (directly or through a prerequisite)",
+                    f.name
+                ),
+                None => Ok(()),
+            }
+        })
+    }
+
+    /// The prerequisites of a sub-series, transitively.
+    pub fn prerequisites_of(&self, name: &str) -> HashSet<&str> {
+        let mut out = HashSet::new();
+        let mut todo = vec![name];
+        while let Some(n) = todo.pop() {
+            for s in self.series.iter().filter(|s| s.name == n) {
+                for p in &s.prerequisites {
+                    if out.insert(p.as_str()) {
+                        todo.push(p);
+                    }
+                }
+            }
+        }
+        out
     }
 }
 
@@ -441,6 +508,50 @@ timeout = 1200
         assert!(
             err(&GOOD.replace(cmd, &format!("{cmd}\ncmdline = [\"a=1 b=2\"]")))
                 .contains("cmdline argument \"a=1 b=2\"")
+        );
+    }
+
+    #[test]
+    fn fix_sub_series() {
+        let fix = "[[series]]\nname = \"mm-fixes\"\nsubject = \"fixes\"\ncover = \"Body.\"\nchange_id = \"20261201-mm-fixes-0123456789ab\"\nfixes = true\ntree = \"mm-hotfixes\"\n\n";
+        let first = GOOD.find("[[series]]").unwrap();
+        let with = |fix: &str, prereq: &str| {
+            let mut t = GOOD.to_string();
+            t.insert_str(first, fix);
+            t.replacen(
+                "patches = [\"0001-a.patch\"]",
+                &format!("patches = [\"0001-a.patch\"]\nprerequisites = [{prereq}]"),
+                1,
+            )
+        };
+        // mm names the fix, net names mm: both have it.
+        let c = SeriesToml::parse(&with(fix, "\"mm-fixes\"")).unwrap();
+        assert!(c.series[0].fixes && c.series[0].tree.as_deref() == Some("mm-hotfixes"));
+        assert!(c.prerequisites_of("net").contains("mm-fixes"));
+        let e = err(&with(fix, ""));
+        assert!(
+            e.contains("\"mm\" applies on top of the fix sub-series \"mm-fixes\""),
+            "{e}"
+        );
+        let e = err(&with(
+            &fix.replace("tree = \"mm-hotfixes\"\n", ""),
+            "\"mm-fixes\"",
+        ));
+        assert!(e.contains("needs the tree"), "{e}");
+        let e = err(&with(&fix.replace("mm-hotfixes", "MM"), "\"mm-fixes\""));
+        assert!(e.contains("tree \"MM\""), "{e}");
+        // A fix after a feature sub-series.
+        let mut late = GOOD.to_string();
+        let vm = late.find("[tests]").unwrap();
+        late.insert_str(vm, fix);
+        let e = err(&late);
+        assert!(
+            e.contains("listed after the feature sub-series \"mm\""),
+            "{e}"
+        );
+        assert!(
+            err(&GOOD.replace("cover = \"Body.\"", "cover = \"Body.\"\nfixess = true"))
+                .contains("unknown field `fixess`")
         );
     }
 

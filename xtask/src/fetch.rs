@@ -27,6 +27,15 @@ pub fn fetch(ctx: &Ctx, from_git: Option<(&Path, &str)>) -> Result<String> {
     }
     let want = &ctx.cfg.base.commit;
     if repo.join(".git").exists() {
+        if let Some(from) = history(ctx) {
+            let have = base_commit(ctx)?;
+            eprintln!(
+                "  base is {have}, fetched from {} (`fetch --from-git`; remove {} to go back to series.toml's base)",
+                from.display(),
+                repo.display()
+            );
+            return Ok(have);
+        }
         match base_commit(ctx) {
             Ok(have) if &have == want => return Ok(have),
             Ok(have) => bail!(
@@ -108,6 +117,20 @@ fn base_message(b: &crate::config::Base) -> String {
     format!("{} (Debian {} {})", b.name, b.package, b.version)
 }
 
+/// Key in the cache repository's git config naming the checkout a
+/// `fetch --from-git` base came from: its history is the base's.
+const HISTORY_KEY: &str = "pinfd.history";
+
+/// The kernel checkout whose history the base is part of, if the base came
+/// from one (`fetch --from-git`); None for the Debian tarball's single commit.
+pub fn history(ctx: &Ctx) -> Option<PathBuf> {
+    ctx.git(&ctx.repo())
+        .args(["config", "--get", HISTORY_KEY])
+        .output()
+        .ok()
+        .map(PathBuf::from)
+}
+
 /// The base commit of the cache repository.
 pub fn base_commit(ctx: &Ctx) -> Result<String> {
     ctx.git(&ctx.repo())
@@ -136,6 +159,12 @@ fn fetch_from_checkout(ctx: &Ctx, path: &Path, git_ref: &str) -> Result<String> 
     ctx.git(&repo)
         .args(["tag", "-f", BASE_TAG, "FETCH_HEAD"])
         .run(&ctx.log("fetch-git-tag"))?;
+    // The fetch is shallow: Fixes: tags are checked in the checkout itself.
+    ctx.git(&repo)
+        .arg("config")
+        .arg(HISTORY_KEY)
+        .arg(&path)
+        .run(&ctx.log("fetch-git-config"))?;
     ctx.git(&repo)
         .args(["checkout", "-q", "--detach", BASE_TAG])
         .timeout(Duration::from_secs(900))

@@ -8,7 +8,10 @@ mod check;
 mod config;
 mod ctx;
 mod fetch;
+mod fixes;
 mod ktap;
+mod lint;
+mod maint;
 mod plot;
 mod proc;
 mod profile;
@@ -52,7 +55,8 @@ enum Command {
     },
     /// Write patches/ and the exported new files from the edit worktree
     Export,
-    /// Static checks: the series applies, exported files match, checkpatch, rustfmt
+    /// Static checks: the series applies, exported files match, checkpatch,
+    /// kernel-doc, sparse, W=1, Fixes: tags, rustfmt, MAINTAINERS, mboxes
     Check {
         /// Also build every patch on its own (slow)
         #[arg(long)]
@@ -129,7 +133,8 @@ enum Command {
         #[arg(long, conflicts_with_all = ["rounds", "pipeline", "profile", "mode"])]
         replot: bool,
     },
-    /// Write each sub-series as one mbox for `b4 am` / `git am` into a directory
+    /// Write each sub-series as one mbox for `b4 am` / `git am` into a
+    /// directory, To/Cc filled from MAINTAINERS (get_maintainer.pl)
     Mbox {
         #[arg(default_value = "work/mbox")]
         dir: PathBuf,
@@ -291,7 +296,12 @@ fn run(cli: Cli) -> Result<()> {
         }
         Command::Mbox { dir } => {
             let dir = ctx.root.join(dir);
-            r.stage("mbox", || check::write_mboxes(&ctx, &dir))?;
+            r.stage("fetch", || fetch_base(&ctx, &FetchArgs::none()))?;
+            // get_maintainer.pl reads MAINTAINERS as the series leaves it.
+            r.stage("apply", || series::apply(&ctx))?;
+            r.stage("mbox", || {
+                check::write_mboxes(&ctx, &ctx.apply_tree(), &dir)
+            })?;
             println!("mboxes in {}", dir.display());
         }
     }

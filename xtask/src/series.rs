@@ -227,11 +227,16 @@ pub fn ensure_clean(ctx: &Ctx, tree: &Path) -> Result<()> {
 pub struct Commit {
     pub hash: String,
     pub message: String,
-    /// True for cover commits: they change no file.
-    pub empty: bool,
+    /// The files it changes; none for cover commits.
+    pub files: Vec<String>,
 }
 
 impl Commit {
+    /// Cover commits change no file.
+    pub fn empty(&self) -> bool {
+        self.files.is_empty()
+    }
+
     pub fn subject(&self) -> &str {
         self.message.lines().next().unwrap_or("")
     }
@@ -257,7 +262,7 @@ pub fn commits(ctx: &Ctx, tree: &Path) -> Result<Vec<Commit>> {
             Ok(Commit {
                 hash: hash.to_string(),
                 message,
-                empty: files.is_empty(),
+                files: files.lines().map(str::to_string).collect(),
             })
         })
         .collect()
@@ -278,7 +283,7 @@ pub fn export(ctx: &Ctx) -> Result<()> {
     // Split the history at cover commits.
     let mut groups: Vec<(&SubSeries, &Commit, Vec<&Commit>)> = Vec::new();
     for c in &commits {
-        if c.empty && c.message.contains(TRACKING) {
+        if c.empty() && c.message.contains(TRACKING) {
             let (_, _, change_id) = parse_cover(&c.message)
                 .with_context(|| format!("cover commit {} has unreadable b4 tracking", c.hash))?;
             let s = ctx
@@ -539,6 +544,8 @@ mod tests {
             prefixes: vec![],
             prerequisites: prereqs.iter().map(|s| s.to_string()).collect(),
             patches: vec![],
+            fixes: false,
+            tree: None,
         }
     }
 

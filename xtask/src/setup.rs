@@ -13,7 +13,7 @@ use std::time::Duration;
 /// generates the YNL C library); to run, in the guest (the host's root):
 /// PyYAML (the YNL python library) and iproute2 (`ip`); ethtool for the
 /// drivers/net tests that call it. selftests/memfd builds a FUSE helper
-/// (libfuse, found through pkg-config).
+/// (libfuse, found through pkg-config). sparse for `check` (`C=2`).
 pub const DEB_PACKAGES: &[&str] = &[
     "clang-19",
     "lld-19",
@@ -48,6 +48,7 @@ pub const DEB_PACKAGES: &[&str] = &[
     "ethtool",
     "libfuse-dev",
     "pkg-config",
+    "sparse",
 ];
 
 pub const BINDGEN_VERSION: &str = "0.72.1";
