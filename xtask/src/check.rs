@@ -151,7 +151,7 @@ fn patch_commits<'a>(ctx: &'a Ctx, tree: &Path) -> Result<Vec<(&'a SubSeries, se
 }
 
 /// `Fixes:` tags: the kernel's format, one on every patch of a fix
-/// sub-series, and, when the base has a history (`fetch --from-git`), the
+/// sub-series but its tests (patches that change only tools/testing/), and, when the base has a history (`fetch --from-git`), the
 /// commit and its subject there.
 fn fixes_problems(ctx: &Ctx, commits: &[(&SubSeries, series::Commit)]) -> Result<Vec<String>> {
     let history = fetch::history(ctx);
@@ -160,7 +160,7 @@ fn fixes_problems(ctx: &Ctx, commits: &[(&SubSeries, series::Commit)]) -> Result
     for (s, c) in commits {
         let tags = fixes::tags(&c.message);
         let subject = c.subject();
-        if s.fixes && tags.is_empty() {
+        if s.fixes && tags.is_empty() && !only_tests(&c.files) {
             problems.push(format!(
                 "Fixes: \"{subject}\" is in the fix sub-series {} but has no Fixes: tag",
                 s.name
@@ -180,6 +180,12 @@ fn fixes_problems(ctx: &Ctx, commits: &[(&SubSeries, series::Commit)]) -> Result
         eprintln!("  note: Fixes: tags checked for their format only: the base has no history (`fetch --from-git` gives one)");
     }
     Ok(problems)
+}
+
+/// A patch that changes only tests: in a fix sub-series it is a fix's test
+/// and carries no Fixes: tag of its own.
+fn only_tests(files: &[String]) -> bool {
+    !files.is_empty() && files.iter().all(|f| f.starts_with("tools/testing/"))
 }
 
 fn touches_rust(ctx: &Ctx, tree: &Path, head: &str) -> Result<bool> {
@@ -307,6 +313,14 @@ fn with_thread_headers(mail: &str, change_id: &str, n: usize, to: &Recipients) -
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn tests_of_fixes_need_no_fixes_tag() {
+        let files = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(super::only_tests(&files(&["tools/testing/selftests/mm/a.c"])));
+        assert!(!super::only_tests(&files(&["tools/testing/selftests/mm/a.c", "mm/gup.c"])));
+        assert!(!super::only_tests(&files(&[])));
+    }
+
     #[test]
     fn mbox_threading() {
         let mail =
