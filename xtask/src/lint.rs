@@ -143,8 +143,10 @@ fn object_of(f: &str) -> Option<String> {
 }
 
 /// What the kernel's Makefile says when the installed sparse cannot check
-/// this tree (7.3 needs one that knows `__typeof_unqual__`, newer than
-/// sparse 0.6.4); it then skips sparse.
+/// this tree (7.3 needs one that knows `__typeof_unqual__`: Debian's 0.6.4
+/// does not, the one `setup` builds into tools/bin does, see sparse.rs); it
+/// then skips sparse. `make` runs the first `sparse` on the tool's PATH,
+/// tools/bin's.
 const NO_SPARSE: &str = "specified, but sparse is not available or not up to date";
 
 fn objects_of<'a>(files: impl IntoIterator<Item = &'a String>) -> Vec<String> {
@@ -321,7 +323,8 @@ fn run_checkers(
     if step == "base" && text.contains(NO_SPARSE) {
         eprintln!(
             "  note: sparse did NOT run: the kernel needs a sparse that knows __typeof_unqual__ \
-             (newer than 0.6.4, built from its git); only kernel-doc and W=1 were checked"
+             (`cargo xtask setup` builds one into {}); only kernel-doc and W=1 were checked",
+            ctx.tools_bin().display()
         );
     }
     seen.extend(parse_compiler(&text, tree));

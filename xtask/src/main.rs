@@ -18,6 +18,7 @@ mod profile;
 mod report;
 mod series;
 mod setup;
+mod sparse;
 mod vm;
 
 use anyhow::{bail, Result};

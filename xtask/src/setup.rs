@@ -2,7 +2,9 @@
 
 use crate::ctx::Ctx;
 use crate::proc::Cmd;
+use crate::sparse;
 use anyhow::{bail, Result};
+use std::path::Path;
 use std::time::Duration;
 
 /// Debian packages: LLVM 19 for the kernel and Rust, the kernel's build
@@ -13,7 +15,9 @@ use std::time::Duration;
 /// generates the YNL C library); to run, in the guest (the host's root):
 /// PyYAML (the YNL python library) and iproute2 (`ip`); ethtool for the
 /// drivers/net tests that call it. selftests/memfd builds a FUSE helper
-/// (libfuse, found through pkg-config). sparse for `check` (`C=2`).
+/// (libfuse, found through pkg-config). curl, patch and libc6-dev to build
+/// the sparse that `check` runs (`C=2`, see sparse.rs): Debian's own sparse
+/// cannot read Linux 7.3.
 pub const DEB_PACKAGES: &[&str] = &[
     "clang-19",
     "lld-19",
@@ -48,7 +52,9 @@ pub const DEB_PACKAGES: &[&str] = &[
     "ethtool",
     "libfuse-dev",
     "pkg-config",
-    "sparse",
+    "curl",
+    "patch",
+    "libc6-dev",
 ];
 
 pub const BINDGEN_VERSION: &str = "0.72.1";
@@ -146,6 +152,8 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
             .run(&ctx.log("setup-pip"))?;
     }
 
+    sparse::install(ctx)?;
+
     for (tool, arg) in [
         ("clang-19", "--version"),
         ("ld.lld-19", "--version"),
@@ -158,6 +166,19 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
         let out = ctx.cmd(tool).arg(arg).output()?;
         eprintln!("  {:<20} {}", tool, out.lines().next().unwrap_or(""));
     }
+    // `make C=2` runs the first sparse on the tool's PATH: it must be ours.
+    let found = ctx.cmd("sh").args(["-c", "command -v sparse"]).output()?;
+    if Path::new(&found) != sparse::binary(ctx) {
+        bail!(
+            "`sparse` on the tool's PATH is {found}, not {}",
+            sparse::binary(ctx).display()
+        );
+    }
+    eprintln!(
+        "  {:<20} {} + typeof_unqual: {found}",
+        "sparse",
+        sparse::VERSION
+    );
     Ok(())
 }
 
@@ -170,6 +191,8 @@ fn missing_debs() -> Result<Vec<String>> {
             "qemu-system-x86_64",
             "flex",
             "bison",
+            "curl",
+            "patch",
         ]
         .iter()
         .filter(|t| {
