@@ -175,7 +175,7 @@ pub fn setup(ctx: &Ctx) -> Result<()> {
         );
     }
     eprintln!(
-        "  {:<20} {} + typeof_unqual: {found}",
+        "  {:<20} {} + typeof_unqual, __builtin_strlen: {found}",
         "sparse",
         sparse::VERSION
     );

@@ -1,9 +1,12 @@
 //! A sparse that can check Linux 7.3: Debian's sparse 0.6.4 source package
-//! with xtask/sparse/typeof-unqual.patch (the kernel's headers use
-//! `__typeof_unqual__` under `__CHECKER__`, which 0.6.4 does not know, and
-//! its Makefile then skips sparse). `setup` builds it into the cache's
-//! tools/bin, which is first on the PATH of every command the tool runs, so
-//! `make C=2` in `check` finds it before /usr/bin/sparse.
+//! with the patches in xtask/sparse/: typeof-unqual.patch (the kernel's
+//! headers use `__typeof_unqual__` under `__CHECKER__`, which 0.6.4 does not
+//! know, and its Makefile then skips sparse) and builtin-strlen.patch
+//! (MODULE_INFO()'s static_assert() on `__builtin_strlen()` is an error to
+//! 0.6.4, after which it drops all of the file's warnings). `setup` builds
+//! it into the cache's tools/bin, which is first on the PATH of every
+//! command the tool runs, so `make C=2` in `check` finds it before
+//! /usr/bin/sparse.
 
 use crate::ctx::Ctx;
 use crate::fetch::sha256_file;
@@ -40,9 +43,27 @@ const POOL: &str = "pool/main/s/sparse";
 /// `--as-needed`.
 const DEBIAN_PATCHES: &[&str] = &["fix-unreplaced-warnings-caused-by-using-typeof-on-in.patch"];
 
-/// Ours, with the validation tests it adds (run after the build).
-const PATCH: &str = include_str!("../sparse/typeof-unqual.patch");
-const PATCH_TESTS: &[&str] = &["typeof-unqual.c", "typeof-unqual-const.c"];
+/// One of our patches, with the validation tests it adds (run after the
+/// build).
+struct Patch {
+    name: &'static str,
+    text: &'static str,
+    tests: &'static [&'static str],
+}
+
+/// Ours, applied in this order after Debian's.
+const PATCHES: &[Patch] = &[
+    Patch {
+        name: "typeof-unqual.patch",
+        text: include_str!("../sparse/typeof-unqual.patch"),
+        tests: &["typeof-unqual.c", "typeof-unqual-const.c"],
+    },
+    Patch {
+        name: "builtin-strlen.patch",
+        text: include_str!("../sparse/builtin-strlen.patch"),
+        tests: &["builtin-strlen.c", "builtin-strlen-nul.c"],
+    },
+];
 
 /// Make variables that turn off the optional programs (and their library
 /// checks): only `sparse` itself is built, with gcc and libc alone.
@@ -57,12 +78,16 @@ const MAKE_VARS: &[&str] = &[
 /// What the installed binary was built from; written next to it once it
 /// is in place. Any change to the pinned sources or the patches rebuilds.
 pub fn stamp() -> String {
-    let patch = hex::encode(Sha256::digest(PATCH.as_bytes()));
+    let ours: Vec<String> = PATCHES
+        .iter()
+        .map(|p| format!("{} {}", p.name, hex::encode(Sha256::digest(p.text))))
+        .collect();
     format!(
-        "sparse {VERSION} {} {} {} typeof-unqual.patch {patch}\n",
+        "sparse {VERSION} {} {} {} {}\n",
         ORIG.sha256,
         DEBIAN.sha256,
-        DEBIAN_PATCHES.join(" ")
+        DEBIAN_PATCHES.join(" "),
+        ours.join(" ")
     )
 }
 
@@ -91,7 +116,9 @@ pub fn install(ctx: &Ctx) -> Result<()> {
     if is_current(&bin) {
         return Ok(());
     }
-    eprintln!("  building sparse {VERSION} with typeof_unqual (xtask/sparse/typeof-unqual.patch)");
+    eprintln!(
+        "  building sparse {VERSION} with xtask/sparse/*.patch (typeof_unqual, __builtin_strlen)"
+    );
     let orig = download(ctx, &ORIG)?;
     let debian = download(ctx, &DEBIAN)?;
 
@@ -117,16 +144,19 @@ pub fn install(ctx: &Ctx) -> Result<()> {
         .arg("-C")
         .arg(&src)
         .run(&ctx.log("setup-sparse-untar-debian"))?;
-    let ours = work.join("typeof-unqual.patch");
-    std::fs::write(&ours, PATCH)?;
-    let patches = DEBIAN_PATCHES
+    let mut patches: Vec<PathBuf> = DEBIAN_PATCHES
         .iter()
         .map(|p| src.join("debian/patches").join(p))
-        .chain([ours]);
-    for (i, p) in patches.enumerate() {
+        .collect();
+    for p in PATCHES {
+        let file = work.join(p.name);
+        std::fs::write(&file, p.text)?;
+        patches.push(file);
+    }
+    for (i, p) in patches.iter().enumerate() {
         Cmd::new("patch")
             .args(["-p1", "-N", "--no-backup-if-mismatch", "-i"])
-            .arg(&p)
+            .arg(p)
             .dir(&src)
             .run(&ctx.log(&format!("setup-sparse-patch-{}", i + 1)))
             .with_context(|| format!("{} does not apply to sparse {VERSION}", p.display()))?;
@@ -139,14 +169,15 @@ pub fn install(ctx: &Ctx) -> Result<()> {
         .timeout(Duration::from_secs(900))
         .run(&ctx.log("setup-sparse-make"))
         .context("cannot build sparse: needs make, gcc and libc6-dev")?;
-    // The patch's own tests: the snippet of the kernel's
-    // scripts/checker-valid.sh, qualifiers dropped, address spaces kept.
+    // Our patches' own tests: the snippet of the kernel's
+    // scripts/checker-valid.sh, qualifiers dropped, address spaces kept;
+    // MODULE_INFO()'s assertion, and warnings still reported after it.
     let validation = src.join("validation");
     Cmd::new(validation.join("test-suite"))
-        .args(PATCH_TESTS)
+        .args(PATCHES.iter().flat_map(|p| p.tests))
         .dir(&validation)
         .run(&ctx.log("setup-sparse-validation"))
-        .context("the patched sparse fails its typeof_unqual tests")?;
+        .context("the patched sparse fails the tests of xtask/sparse/*.patch")?;
 
     std::fs::create_dir_all(ctx.tools_bin())?;
     let tmp = bin.with_file_name("sparse.tmp");
@@ -198,14 +229,17 @@ mod tests {
         );
     }
 
-    #[test]
-    fn the_patch_touches_what_it_says() {
-        let files: Vec<&str> = PATCH
-            .lines()
+    /// The files a patch creates or changes.
+    fn touched(text: &str) -> Vec<&str> {
+        text.lines()
             .filter_map(|l| l.strip_prefix("+++ b/"))
-            .collect();
+            .collect()
+    }
+
+    #[test]
+    fn the_patches_touch_what_they_say() {
         assert_eq!(
-            files,
+            touched(PATCHES[0].text),
             [
                 "parse.c",
                 "symbol.c",
@@ -214,11 +248,28 @@ mod tests {
                 "validation/typeof-unqual.c"
             ]
         );
-        for t in PATCH_TESTS {
-            assert!(files.contains(&format!("validation/{t}").as_str()), "{t}");
+        assert_eq!(
+            touched(PATCHES[1].text),
+            [
+                "builtin.c",
+                "validation/builtin-strlen-nul.c",
+                "validation/builtin-strlen.c"
+            ]
+        );
+        for p in PATCHES {
+            // A header says why, before the diff.
+            assert!(
+                p.text.find("Why: ") < p.text.find("diff --git"),
+                "{}",
+                p.name
+            );
+            for t in p.tests {
+                let file = format!("validation/{t}");
+                assert!(touched(p.text).contains(&file.as_str()), "{t}");
+            }
         }
         // The kernel's scripts/checker-valid.sh snippet is among the tests.
-        assert!(PATCH.contains("+\t__typeof_unqual__(*q) v = *q;"));
+        assert!(PATCHES[0].text.contains("+\t__typeof_unqual__(*q) v = *q;"));
     }
 
     #[test]
@@ -227,6 +278,14 @@ mod tests {
         assert!(s.starts_with("sparse 0.6.4 "), "{s}");
         for part in [ORIG.sha256, DEBIAN.sha256, DEBIAN_PATCHES[0]] {
             assert!(s.contains(part), "{part} not in {s}");
+        }
+        for p in PATCHES {
+            let sum = hex::encode(Sha256::digest(p.text));
+            assert!(
+                s.contains(&format!("{} {sum}", p.name)),
+                "{} not in {s}",
+                p.name
+            );
         }
     }
 
