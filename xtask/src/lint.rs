@@ -122,6 +122,18 @@ impl Known {
     }
 }
 
+/// Files where sparse reported an error. Sparse reports no warning in a
+/// file after an error while parsing it (0.6.4 did so on Linux 7.3's
+/// MODULE_INFO() until xtask/sparse/builtin-strlen.patch).
+fn sparse_error_files(seen: &[Warning]) -> Vec<String> {
+    let files: BTreeSet<&str> = seen
+        .iter()
+        .filter(|w| w.tool().0 == "sparse" && w.text.starts_with("error: "))
+        .map(|w| w.file.as_str())
+        .collect();
+    files.into_iter().map(String::from).collect()
+}
+
 /// Files kernel-doc reads: C sources and headers.
 fn is_c(f: &str) -> bool {
     f.ends_with(".c") || f.ends_with(".h")
@@ -203,6 +215,14 @@ pub fn check(ctx: &Ctx, tree: &Path, commits: &[&Commit], head: &str) -> Result<
             .collect();
         let seen = run_checkers(ctx, tree, &config, &present, "base")?
             .map_err(|e| e.context("the base does not build the series' objects"))?;
+        let blind = sparse_error_files(&seen);
+        if !blind.is_empty() {
+            eprintln!(
+                "  note: sparse reports errors in the base's {}: after an error it drops \
+                 the file's warnings, so they are not checked for sparse",
+                blind.join(" ")
+            );
+        }
         known.news(&seen, &[]);
         for (i, c) in commits.iter().enumerate() {
             if !c.files.iter().any(|f| is_c(f)) {
@@ -425,6 +445,30 @@ mod tests {
         assert!(new.iter().all(|x| x.file == "mm/gup.c"));
         // Once reported, a later patch keeping them is not blamed again.
         assert!(known.news(&planted, &touched).is_empty());
+    }
+
+    #[test]
+    fn files_sparse_stopped_warning_in() {
+        let seen = [
+            w(
+                "drivers/dma-buf/udmabuf.c",
+                20,
+                "error: bad constant expression",
+            ),
+            w(
+                "drivers/dma-buf/udmabuf.c",
+                21,
+                "error: bad constant expression",
+            ),
+            w("include/linux/pwm.h", 13, "error: bad constant expression"),
+            w("mm/gup.c", 1, "symbol 'a' was not declared"),
+            w("mm/gup.c", 2, "error: unused [-Werror,-Wunused]"),
+            w("mm/gup.c", 3, "kernel-doc: error: something"),
+        ];
+        assert_eq!(
+            sparse_error_files(&seen),
+            ["drivers/dma-buf/udmabuf.c", "include/linux/pwm.h"]
+        );
     }
 
     #[test]
