@@ -316,8 +316,13 @@ mod tests {
     #[test]
     fn tests_of_fixes_need_no_fixes_tag() {
         let files = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(super::only_tests(&files(&["tools/testing/selftests/mm/a.c"])));
-        assert!(!super::only_tests(&files(&["tools/testing/selftests/mm/a.c", "mm/gup.c"])));
+        assert!(super::only_tests(&files(&[
+            "tools/testing/selftests/mm/a.c"
+        ])));
+        assert!(!super::only_tests(&files(&[
+            "tools/testing/selftests/mm/a.c",
+            "mm/gup.c"
+        ])));
         assert!(!super::only_tests(&files(&[])));
     }
 
