@@ -175,19 +175,14 @@ int main(int argc, char **argv)
 {
 	static const char *arms[NR_ARMS] = { "c", "rs", "c-aa" };
 	const char *names[2] = { "/dev/udmabuf", "/dev/udmabuf_rs" };
-	/*
-	 * iters: calls per importer sample. fresh: a new memfd, and new buffers
-	 * for the importer, every repetition, so that a round's samples see
-	 * many placements of the pages (which decide how many entries a table
-	 * has) rather than one; the arms of a repetition share them.
-	 */
+	/* iters: calls per importer sample. */
 	static const struct {
-		const char *name; int huge; size_t size; int reps; unsigned int iters; int fresh;
+		const char *name; int huge; size_t size; int reps; unsigned int iters;
 	} cfgs[] = {
-		{ "4k-2M",    0, 2 << 20,   41, 32, 1 },
-		{ "4k-256M",  0, 256 << 20, 15, 4,  0 },
-		{ "2M-2M",    1, 2 << 20,   41, 32, 1 },
-		{ "2M-256M",  1, 256 << 20, 15, 4,  0 },
+		{ "4k-2M",    0, 2 << 20,   41, 32 },
+		{ "4k-256M",  0, 256 << 20, 15, 4 },
+		{ "2M-2M",    1, 2 << 20,   41, 32 },
+		{ "2M-256M",  1, 256 << 20, 15, 4 },
 	};
 	int raw = 0, split = 1, only = -1, ndev = 0;
 	int devs[NR_ARMS];
@@ -253,20 +248,7 @@ int main(int argc, char **argv)
 					ok = 0;
 					break;
 				}
-			for (int r = 0; r < reps && ok; r++) {
-				if (cfgs[c].fresh && r > 0) {
-					close(memfd);
-					memfd = memfd_of(cfgs[c].size, cfgs[c].huge);
-					for (int a = 0; a < NR_ARMS; a++) {
-						if (bufs[a] < 0)
-							continue;
-						close(bufs[a]);
-						bufs[a] = create(devs[a], memfd, cfgs[c].size, 0);
-						/* A warm-up call, as for the first buffers. */
-						if (sample(w, devs[a], memfd, cfgs[c].size, bufs[a], 1) < 0)
-							ok = 0;
-					}
-				}
+			for (int r = 0; r < reps && ok; r++)
 				for (int a = 0; a < NR_ARMS && ok; a++) {
 					arm = (r & 1) ? NR_ARMS - 1 - a : a;
 					if (only >= 0 && arm != only)
@@ -278,7 +260,6 @@ int main(int argc, char **argv)
 						printf("UDMABUF %s %s %s %.3f\n", cfgs[c].name,
 						       whats[w], arms[arm], v[arm][r]);
 				}
-			}
 			if (!ok) {
 				/* An importer's call failed: measure the rest without. */
 				fprintf(stderr, "%s %s failed on %s: skipping the importer from here on\n",
