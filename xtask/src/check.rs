@@ -279,11 +279,21 @@ pub fn write_mboxes(ctx: &Ctx, tree: &Path, dir: &Path) -> Result<()> {
         }
         let patch_dir = ctx.root.join("patches").join(&s.name);
         let mut cover = Recipients::default();
+        // The maintainers of the code the sub-series changes (not of its
+        // tests), who apply it: every patch goes to them too.
+        let mut appliers = Recipients::default();
         let mut patches = Vec::new();
         for p in &s.patches {
-            let to = maint::for_patch(ctx, tree, &patch_dir.join(p))?;
+            let path = patch_dir.join(p);
+            let to = maint::for_patch(ctx, tree, &path)?;
             cover.merge(&to);
+            if !only_tests(&maint::patch_files(&std::fs::read_to_string(&path)?)) {
+                appliers.merge(&to);
+            }
             patches.push((p.as_str(), to));
+        }
+        for (_, to) in &mut patches {
+            to.cc_maintainers(&appliers);
         }
         let mut mbox = String::new();
         let messages = std::iter::once((crate::series::COVER_LETTER, cover)).chain(patches);
