@@ -184,9 +184,9 @@ int main(int argc, char **argv)
 	static const struct {
 		const char *name; int huge; size_t size; int reps; unsigned int iters; int fresh;
 	} cfgs[] = {
-		{ "4k-2M",    0, 2 << 20,   41, 32, 1 },
+		{ "4k-2M",    0, 2 << 20,   15, 32, 1 },
 		{ "4k-256M",  0, 256 << 20, 15, 4,  0 },
-		{ "2M-2M",    1, 2 << 20,   41, 32, 1 },
+		{ "2M-2M",    1, 2 << 20,   15, 32, 1 },
 		{ "2M-256M",  1, 256 << 20, 15, 4,  0 },
 	};
 	int raw = 0, split = 1, only = -1, ndev = 0;
