@@ -8,7 +8,7 @@ taking turns, their order rotated by the round's number:
 
   none  mp03/mp04: a page pool without provider;
   c     mp01/mp02: the pool of a netdevsim rx queue bound to a udmabuf
-        dma-buf with the C devmem provider;
+        dma-buf of hugetlb pages with the C devmem provider;
   rs    the same with the Rust provider (net_devmem/rust_provider=Y);
   X-aa  the A/A control of arm X: X again, under another name.
 
@@ -52,13 +52,22 @@ for _arm in ARMS:
 UDMABUF_CREATE = (1 << 30) | (24 << 16) | (ord("u") << 8) | 0x42
 
 
-def dmabuf(pages):
-    """A udmabuf dma-buf of @pages pages of a sealed memfd."""
-    memfd = os.memfd_create("pp_bench", os.MFD_ALLOW_SEALING)
-    os.ftruncate(memfd, pages * os.sysconf("SC_PAGE_SIZE"))
+def dmabuf(size):
+    """A udmabuf dma-buf of @size bytes of a sealed hugetlb memfd.
+
+    2 MiB pages give the devmem binding the same few contiguous chunks in
+    every round, so the provider's genpool allocations cost the same: on
+    4 KiB pages their number, and the cost, follow where the pages landed.
+    """
+    try:
+        memfd = os.memfd_create("pp_bench", os.MFD_ALLOW_SEALING | os.MFD_HUGETLB)
+        os.ftruncate(memfd, size)
+        os.posix_fallocate(memfd, 0, size)
+    except OSError as e:
+        sys.exit(f"page_pool_mp.py: a {size >> 20} MiB hugetlb memfd: {e} (boot with hugepages=)")
     fcntl.fcntl(memfd, 1033, 0x2)  # F_ADD_SEALS, F_SEAL_SHRINK
     # A mutable buffer: ioctl() then returns the new dma-buf fd.
-    arg = bytearray(struct.pack("=IIQQ", memfd, 1, 0, pages * os.sysconf("SC_PAGE_SIZE")))
+    arg = bytearray(struct.pack("=IIQQ", memfd, 1, 0, size))
     with open("/dev/udmabuf", "rb") as dev:
         fd = fcntl.ioctl(dev.fileno(), UDMABUF_CREATE, arg, True)
     os.close(memfd)
@@ -96,7 +105,7 @@ def main():
     ip(f"link set dev {dev['ifname']} up")
     EthtoolFamily().rings_set({"header": {"dev-index": dev["ifindex"]},
                                "tcp-data-split": "enabled"})
-    buf = dmabuf(1024)
+    buf = dmabuf(4 << 20)  # 1024 net_iovs of 4 KiB
     try:
         shift = ROUND % len(ARMS)
         for name in (ARMS[shift:] + ARMS[:shift]) * REPEAT:

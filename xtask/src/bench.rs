@@ -14,9 +14,9 @@
 //! that repeat across boots; `--mode wall` keeps TCG's wall clock. Every pair
 //! has an A/A control: its baseline arm run a second time under another name
 //! ([`control_arm`]), whose ratio to the first shows the noise of the measure.
-//! Rounds go on past `--rounds` until no arm's median moves by more than
-//! `--stable` percent when a round is added ([`max_median_change`]), up to
-//! `--max-rounds`.
+//! Ratios are paired by round ([`paired_ratio`]). Rounds go on past
+//! `--rounds` until no ratio moves by more than `--stable` percent when a
+//! round is added ([`max_ratio_change`]), up to `--max-rounds`.
 
 use crate::ctx::Ctx;
 use crate::plot;
@@ -281,7 +281,7 @@ pub fn guest_script(
     ));
     s.push_str("\techo \"ROUND-END $n\"\n}\n");
     // From `min` rounds on, the host judges each round (judged-<n>), having
-    // created `stop` first if the medians are stable. The wait has no bound
+    // created `stop` first if the ratios are stable. The wait has no bound
     // of its own: under icount `sleep` takes no real time.
     let o = out.display();
     s.push_str(&format!(
@@ -468,36 +468,61 @@ fn ratio(what: &str, test: &Stats, base: &Stats) -> f64 {
     }
 }
 
-/// The samples of each measure and case, by arm.
-fn by_arm(samples: &[Sample]) -> BTreeMap<(String, String), BTreeMap<String, Vec<f64>>> {
-    let mut groups: BTreeMap<(String, String), BTreeMap<String, Vec<f64>>> = BTreeMap::new();
+/// The samples of one arm, by round.
+type Rounds_ = BTreeMap<u32, Vec<f64>>;
+
+/// The samples of each measure and case, by arm and round.
+fn by_arm(samples: &[Sample]) -> BTreeMap<(String, String), BTreeMap<String, Rounds_>> {
+    let mut groups: BTreeMap<(String, String), BTreeMap<String, Rounds_>> = BTreeMap::new();
     for s in samples {
         groups
             .entry((s.what.clone(), s.case.clone()))
             .or_default()
             .entry(s.arm.clone())
             .or_default()
+            .entry(s.round)
+            .or_default()
             .push(s.value);
     }
     groups
 }
 
+/// The ratio of `test` over `base` paired by round: in each round the ratio
+/// of the two arms' medians, and the median of those over the rounds. The
+/// arms alternate within a round, so what changes from one round to the
+/// next (where the memory landed, the state of a provider's pool) moves
+/// both arms and cancels, as it does not in the ratio of medians pooled
+/// over every round. NaN when no round resolves it.
+fn paired_ratio(what: &str, test: &Rounds_, base: &Rounds_) -> f64 {
+    let per_round: Vec<f64> = test
+        .iter()
+        .filter_map(|(round, t)| {
+            let r = ratio(what, &stats(t)?, &stats(base.get(round)?)?);
+            r.is_finite().then_some(r)
+        })
+        .collect();
+    stats(&per_round).map_or(f64::NAN, |s| s.median)
+}
+
 pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
     let mut out = Vec::new();
     for ((what, case), arms) in by_arm(samples) {
-        let arm_stats = |arm: &str| arms.get(arm).and_then(|v| stats(v));
+        let all = |arm: &str| {
+            arms.get(arm)
+                .and_then(|r| stats(&r.values().flatten().copied().collect::<Vec<_>>()))
+        };
         for &(test, base) in PAIRS {
-            let (Some(t), Some(b)) = (arm_stats(test), arm_stats(base)) else {
+            let (Some(t), Some(b)) = (all(test), all(base)) else {
                 continue;
             };
             let control_name = control_arm(base);
-            let control = arm_stats(&control_name).map(|c| Control {
-                ratio: ratio(&what, &c, &b),
+            let control = all(&control_name).map(|c| Control {
+                ratio: paired_ratio(&what, &arms[&control_name], &arms[base]),
                 arm: control_name,
                 stats: c,
             });
             out.push(Pair {
-                ratio: ratio(&what, &t, &b),
+                ratio: paired_ratio(&what, &arms[test], &arms[base]),
                 what: what.clone(),
                 case: case.clone(),
                 arms: [test.into(), base.into()],
@@ -607,39 +632,49 @@ pub fn controls_summary(pairs: &[Pair], tolerance: Option<f64>) -> String {
     s
 }
 
-/// The largest relative move of any arm's median when the last of the
-/// first `rounds` rounds is added to those before it; None before two
-/// rounds. Moves of gup_test's measures by at most 1 us, its resolution,
-/// do not count; nor do arms whose median was 0.
-pub fn max_median_change(samples: &[Sample], rounds: u32) -> Option<f64> {
+/// The largest relative move of any pair's ratio, or of its A/A control's,
+/// when the last of the first `rounds` rounds is added to those before it;
+/// None before two rounds. gup_test reports whole microseconds: pairs of
+/// pins whose baseline's median is below 100 us, where that resolution is
+/// 1% or more, do not count; nor do ratios below resolution (NaN).
+pub fn max_ratio_change(samples: &[Sample], rounds: u32) -> Option<f64> {
     if rounds < 2 {
         return None;
     }
     let last = rounds - 1;
-    // Per arm: the values of the rounds before the last, and of all.
-    type Values = (Vec<f64>, Vec<f64>);
-    let mut groups: BTreeMap<(&str, &str, &str), Values> = BTreeMap::new();
-    for s in samples.iter().filter(|s| s.round <= last) {
-        let (before, all) = groups.entry((&s.what, &s.case, &s.arm)).or_default();
-        if s.round < last {
-            before.push(s.value);
+    let ratios = |upto: u32| {
+        let kept: Vec<Sample> = samples
+            .iter()
+            .filter(|s| s.round <= upto)
+            .cloned()
+            .collect();
+        let mut out = BTreeMap::new();
+        for p in pairs(&kept) {
+            if p.what.starts_with("pin-") && p.stats[1].median < 100.0 {
+                continue;
+            }
+            let key = (
+                p.what.clone(),
+                p.case.clone(),
+                p.arms[0].clone(),
+                p.arms[1].clone(),
+            );
+            if let Some(c) = &p.control {
+                let ckey = (key.0.clone(), key.1.clone(), c.arm.clone(), key.3.clone());
+                out.insert(ckey, c.ratio);
+            }
+            out.insert(key, p.ratio);
         }
-        all.push(s.value);
-    }
+        out
+    };
+    let (before, all) = (ratios(last - 1), ratios(last));
     let mut worst = None::<f64>;
-    for ((what, _, _), (before, all)) in groups {
-        let (Some(b), Some(a)) = (stats(&before), stats(&all)) else {
-            continue;
-        };
-        if b.median <= 0.0 {
+    for (key, a) in &all {
+        let Some(b) = before.get(key) else { continue };
+        if !(a.is_finite() && b.is_finite() && *b > 0.0) {
             continue;
         }
-        let delta = (a.median - b.median).abs();
-        let change = if what.starts_with("pin-") && delta <= 1.0 {
-            0.0
-        } else {
-            delta / b.median
-        };
+        let change = (a - b).abs() / b;
         worst = Some(worst.map_or(change, |w| w.max(change)));
     }
     worst
@@ -838,9 +873,9 @@ struct Results<'a> {
     rounds: Rounds,
     /// Rounds the guest finished.
     rounds_run: u32,
-    /// The largest relative move of an arm's median when the last round
-    /// was added ([`max_median_change`]), and the bound it was held to.
-    last_median_change: Option<f64>,
+    /// The largest relative move of a pair's ratio when the last round was
+    /// added ([`max_ratio_change`]), and the bound it was held to.
+    last_ratio_change: Option<f64>,
     stable_within: f64,
     /// How far from 1 an A/A control may be; null where not judged.
     aa_tolerance: Option<f64>,
@@ -880,10 +915,10 @@ fn watch_rounds(out: &Path, rounds: Rounds, stable: f64, running: &AtomicBool) {
             continue;
         }
         checked = done;
-        let change = max_median_change(&parse_samples(&text), done);
+        let change = max_ratio_change(&parse_samples(&text), done);
         let stop = should_stop(done, change, rounds, stable);
         log.push_str(&format!(
-            "after round {done}: largest median move {}{}\n",
+            "after round {done}: largest ratio move {}{}\n",
             change.map_or("-".into(), |c| format!("{:.3}%", c * 100.0)),
             if stop { ": stable, stopping" } else { "" }
         ));
@@ -994,7 +1029,7 @@ pub fn bench(
 
     let Rounds { min, max } = opts.rounds;
     eprintln!(
-        "  clock: {} ({})\n  {min} to {max} rounds, until no median moves by more than {:.2}% (log: {})",
+        "  clock: {} ({})\n  {min} to {max} rounds, until no ratio moves by more than {:.2}% (log: {})",
         clock.name(),
         clock.describe(),
         opts.stable * 100.0,
@@ -1043,10 +1078,10 @@ pub fn bench(
         );
     }
     let rounds_run = rounds_done(&text);
-    let change = max_median_change(&samples, rounds_run);
+    let change = max_ratio_change(&samples, rounds_run);
     let stable = should_stop(rounds_run, change, opts.rounds, opts.stable);
     eprintln!(
-        "  {rounds_run} rounds; the last moved the medians by {} at most: {}",
+        "  {rounds_run} rounds; the last moved the ratios by {} at most: {}",
         change.map_or("-".into(), |c| format!("{:.2}%", c * 100.0)),
         if stable {
             "stable"
@@ -1072,7 +1107,7 @@ pub fn bench(
         ),
         rounds: opts.rounds,
         rounds_run,
-        last_median_change: change,
+        last_ratio_change: change,
         stable_within: opts.stable,
         aa_tolerance: clock.aa_tolerance(),
         samples: &samples,
@@ -1342,7 +1377,8 @@ UDMABUF 4k-2M attach+detach rs 0.2
     }
 
     /// Runs the guest script's loop over rounds with `round` replaced by
-    /// one printing `value` (sh, of $1) for one arm, against the host's
+    /// one printing `value` (sh, of $1) for the C provider and 100 for no
+    /// provider, a pair, against the host's
     /// watcher; returns the rounds run and whether the host said stop.
     fn rounds_against_watcher(rounds: Rounds, value: &str) -> (u32, bool) {
         let dir = tempfile::tempdir().unwrap();
@@ -1352,7 +1388,7 @@ UDMABUF 4k-2M attach+detach rs 0.2
         let rounds_loop = &script[script.find("\nn=0\n").unwrap() + 1..];
         let stub = format!(
             "exec > {}/samples.txt\n\
-             round() {{ echo \"ROUND $1\"; echo \"PP fast-path c {value}\"; echo \"ROUND-END $1\"; }}\n\
+             round() {{ echo \"ROUND $1\"; echo \"PP fast-path c {value}\"; echo \"PP fast-path none 100\"; echo \"ROUND-END $1\"; }}\n\
              {rounds_loop}",
             out.display()
         );
@@ -1375,7 +1411,7 @@ UDMABUF 4k-2M attach+detach rs 0.2
     }
 
     #[test]
-    fn guest_stops_when_the_host_finds_medians_stable() {
+    fn guest_stops_when_the_host_finds_ratios_stable() {
         let r = Rounds { min: 2, max: 6 };
         // The same value every round: stable at the first judged round.
         assert_eq!(rounds_against_watcher(r, "100"), (2, true));
@@ -1559,25 +1595,70 @@ PIN 4k 2M fd 12
     }
 
     #[test]
-    fn medians_settle() {
-        // Round 0: fd 100, 102; round 1: 101 -> median 101 both times.
-        let mut s = samples_of(
-            "pp-fast-path",
-            &[("fd", 0, 100.0), ("fd", 0, 102.0), ("fd", 1, 101.0)],
-        );
-        assert_eq!(max_median_change(&s, 1), None);
-        assert_eq!(max_median_change(&s, 2), Some(0.0));
-        // Round 2 moves it: 100, 101, 102, 110 -> 101.5 from 101.
-        s.extend(samples_of("pp-fast-path", &[("fd", 2, 110.0)]));
-        let c = max_median_change(&s, 3).unwrap();
-        assert!((c - 0.5 / 101.0).abs() < 1e-12, "{c}");
+    fn ratios_settle() {
+        let pp = |v: &[(&str, u32, f64)]| {
+            samples_of("pp-provider-path", v)
+                .into_iter()
+                .map(|s| Sample {
+                    case: "page_pool".into(),
+                    ..s
+                })
+                .collect::<Vec<_>>()
+        };
+        // Each round at another level, the ratio c/none always 2: stable,
+        // though the pooled medians move.
+        let mut s = pp(&[
+            ("none", 0, 100.0),
+            ("c", 0, 200.0),
+            ("none", 1, 300.0),
+            ("c", 1, 600.0),
+        ]);
+        assert_eq!(max_ratio_change(&s, 1), None);
+        assert_eq!(max_ratio_change(&s, 2), Some(0.0));
+        let p = pairs(&s);
+        let c = p.iter().find(|p| p.arms == ["c", "none"]).unwrap();
+        assert_eq!(c.ratio, 2.0);
+        assert_eq!(c.stats[0].median, 400.0);
+        // Round 2 at ratio 2.2: the median of 2, 2, 2.2 stays 2.
+        s.extend(pp(&[("none", 2, 100.0), ("c", 2, 220.0)]));
+        assert_eq!(max_ratio_change(&s, 3), Some(0.0));
+        // Round 3 too: the median of 2, 2, 2.2, 2.2 moves to 2.1.
+        s.extend(pp(&[("none", 3, 100.0), ("c", 3, 220.0)]));
+        let c = max_ratio_change(&s, 4).unwrap();
+        assert!((c - 0.05).abs() < 1e-9, "{c}");
         // Samples of a round not finished are not counted.
-        assert_eq!(max_median_change(&s, 2), Some(0.0));
-        // A move of gup_test's 1 us resolution does not count.
-        let pins = samples_of("pin-get", &[("fd", 0, 3.0), ("fd", 1, 4.0)]);
-        assert_eq!(max_median_change(&pins, 2), Some(0.0));
-        let pins = samples_of("pin-get", &[("fd", 0, 300.0), ("fd", 1, 310.0)]);
-        assert!((max_median_change(&pins, 2).unwrap() - 5.0 / 300.0).abs() < 1e-12);
+        assert_eq!(max_ratio_change(&s, 3), Some(0.0));
+        // An A/A control's ratio counts too.
+        let mut aa = pp(&[("none", 0, 100.0), ("none-aa", 0, 100.0), ("c", 0, 100.0)]);
+        aa.extend(pp(&[
+            ("none", 1, 100.0),
+            ("none-aa", 1, 150.0),
+            ("c", 1, 100.0),
+        ]));
+        let c = max_ratio_change(&aa, 2).unwrap();
+        assert!((c - 0.25).abs() < 1e-9, "{c}");
+        // Pins whose baseline is below 100 us (1 us resolution) do not count.
+        let pins = samples_of(
+            "pin-get",
+            &[
+                ("fd", 0, 3.0),
+                ("fast", 0, 2.0),
+                ("fd", 1, 4.0),
+                ("fast", 1, 2.0),
+            ],
+        );
+        assert_eq!(max_ratio_change(&pins, 2), None);
+        let pins = samples_of(
+            "pin-get",
+            &[
+                ("fd", 0, 300.0),
+                ("fast", 0, 200.0),
+                ("fd", 1, 330.0),
+                ("fast", 1, 200.0),
+            ],
+        );
+        // Ratios 1.5 then 1.65: the median 1.575 is 5% above 1.5.
+        assert!((max_ratio_change(&pins, 2).unwrap() - 0.05).abs() < 1e-9);
 
         let r = Rounds { min: 3, max: 10 };
         assert!(!should_stop(2, Some(0.0), r, 0.005));

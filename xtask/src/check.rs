@@ -9,6 +9,7 @@ use crate::ctx::{Ctx, BASE_TAG};
 use crate::maint::Recipients;
 use crate::{build, fetch, fixes, lint, maint, series};
 use anyhow::{bail, Result};
+use std::collections::HashSet;
 use std::path::Path;
 use std::time::Duration;
 
@@ -124,6 +125,26 @@ pub fn check(ctx: &Ctx, build: Option<(usize, Option<usize>)>) -> Result<()> {
         problems.push(format!("mbox: {e:#}"));
     }
 
+    // Each sub-series on its own prerequisites, as its tree takes it; the
+    // scratch tree is left there (every command applies anew).
+    for (i, s) in ctx.cfg.series.iter().enumerate() {
+        if ctx.cfg.prerequisites_of(&s.name).len() == i {
+            continue; // it needs every sub-series before it: applied above
+        }
+        eprintln!("  applying {} on its prerequisites alone", s.name);
+        if let Err(e) = series::apply_alone(ctx, &s.name) {
+            problems.push(format!(
+                "{} does not apply on its prerequisites alone ({}): {e:#}",
+                s.name,
+                if s.prerequisites.is_empty() {
+                    "the base".to_string()
+                } else {
+                    s.prerequisites.join(", ")
+                }
+            ));
+        }
+    }
+
     if !problems.is_empty() {
         bail!(
             "{} problem(s):\n- {}",
@@ -151,16 +172,24 @@ fn patch_commits<'a>(ctx: &'a Ctx, tree: &Path) -> Result<Vec<(&'a SubSeries, se
 }
 
 /// `Fixes:` tags: the kernel's format, one on every patch of a fix
-/// sub-series but its tests (patches that change only tools/testing/), and, when the base has a history (`fetch --from-git`), the
+/// sub-series but the tests that follow a tagged fix in it (patches that
+/// change only tools/testing/), and, when the base has a history (`fetch --from-git`), the
 /// commit and its subject there.
 fn fixes_problems(ctx: &Ctx, commits: &[(&SubSeries, series::Commit)]) -> Result<Vec<String>> {
     let history = fetch::history(ctx);
     let base = fetch::base_commit(ctx)?;
     let mut problems = Vec::new();
+    // Fix sub-series with a tagged patch so far: a test that follows one is
+    // that fix's test.
+    let mut tagged: HashSet<&str> = HashSet::new();
     for (s, c) in commits {
         let tags = fixes::tags(&c.message);
         let subject = c.subject();
-        if s.fixes && tags.is_empty() && !only_tests(&c.files) {
+        if !tags.is_empty() {
+            tagged.insert(&s.name);
+        }
+        let a_fixs_test = only_tests(&c.files) && tagged.contains(s.name.as_str());
+        if s.fixes && tags.is_empty() && !a_fixs_test {
             problems.push(format!(
                 "Fixes: \"{subject}\" is in the fix sub-series {} but has no Fixes: tag",
                 s.name
@@ -174,6 +203,14 @@ fn fixes_problems(ctx: &Ctx, commits: &[(&SubSeries, series::Commit)]) -> Result
             if let Err(e) = checked {
                 problems.push(format!("Fixes: \"{subject}\": {e}"));
             }
+        }
+    }
+    for s in ctx.cfg.series.iter().filter(|s| s.fixes) {
+        if !tagged.contains(s.name.as_str()) && commits.iter().any(|(x, _)| x.name == s.name) {
+            problems.push(format!(
+                "Fixes: the fix sub-series {} has no patch with a Fixes: tag",
+                s.name
+            ));
         }
     }
     if history.is_none() && !commits.is_empty() {
@@ -242,11 +279,21 @@ pub fn write_mboxes(ctx: &Ctx, tree: &Path, dir: &Path) -> Result<()> {
         }
         let patch_dir = ctx.root.join("patches").join(&s.name);
         let mut cover = Recipients::default();
+        // The maintainers of the code the sub-series changes (not of its
+        // tests), who apply it: every patch goes to them too.
+        let mut appliers = Recipients::default();
         let mut patches = Vec::new();
         for p in &s.patches {
-            let to = maint::for_patch(ctx, tree, &patch_dir.join(p))?;
+            let path = patch_dir.join(p);
+            let to = maint::for_patch(ctx, tree, &path)?;
             cover.merge(&to);
+            if !only_tests(&maint::patch_files(&std::fs::read_to_string(&path)?)) {
+                appliers.merge(&to);
+            }
             patches.push((p.as_str(), to));
+        }
+        for (_, to) in &mut patches {
+            to.cc_maintainers(&appliers);
         }
         let mut mbox = String::new();
         let messages = std::iter::once((crate::series::COVER_LETTER, cover)).chain(patches);
@@ -316,8 +363,13 @@ mod tests {
     #[test]
     fn tests_of_fixes_need_no_fixes_tag() {
         let files = |f: &[&str]| f.iter().map(|s| s.to_string()).collect::<Vec<_>>();
-        assert!(super::only_tests(&files(&["tools/testing/selftests/mm/a.c"])));
-        assert!(!super::only_tests(&files(&["tools/testing/selftests/mm/a.c", "mm/gup.c"])));
+        assert!(super::only_tests(&files(&[
+            "tools/testing/selftests/mm/a.c"
+        ])));
+        assert!(!super::only_tests(&files(&[
+            "tools/testing/selftests/mm/a.c",
+            "mm/gup.c"
+        ])));
         assert!(!super::only_tests(&files(&[])));
     }
 

@@ -176,7 +176,7 @@ pub fn added_exports(diff: &str) -> Vec<(String, String)> {
         } else if let Some(rest) = l.strip_prefix("+EXPORT_SYMBOL") {
             let name = rest
                 .split_once('(')
-                .and_then(|(_, r)| r.split(|c| c == ')' || c == ',').next());
+                .and_then(|(_, r)| r.split([')', ',']).next());
             if let Some(name) = name.map(str::trim).filter(|n| !n.is_empty()) {
                 out.push((file.to_string(), name.to_string()));
             }

@@ -103,11 +103,11 @@ enum Command {
         /// Rounds of every pair at least (arms alternate between rounds)
         #[arg(long, default_value_t = 3)]
         rounds: u32,
-        /// Rounds at most: after --rounds, rounds go on until no arm's
-        /// median moves by more than --stable percent
+        /// Rounds at most: after --rounds, rounds go on until no pair's
+        /// ratio (paired by round) moves by more than --stable percent
         #[arg(long, default_value_t = 10)]
         max_rounds: u32,
-        /// The largest move of a median, in percent, when a round is added,
+        /// The largest move of a ratio, in percent, when a round is added,
         /// at which the rounds stop
         #[arg(long, default_value_t = 0.5)]
         stable: f64,

@@ -47,6 +47,12 @@ impl Recipients {
         other.cc.iter().for_each(|a| self.add(false, a));
     }
 
+    /// Adds the maintainers `tree` sends to (its To) as Cc, for a patch of
+    /// a sub-series whose tree they run.
+    pub fn cc_maintainers(&mut self, tree: &Recipients) {
+        tree.to.iter().for_each(|a| self.add(false, a));
+    }
+
     /// `To:` and `Cc:` mail headers, one address per (folded) line, names
     /// outside ASCII encoded (RFC 2047).
     pub fn headers(&self) -> String {
@@ -176,8 +182,23 @@ fn get_maintainer(ctx: &Ctx, tree: &Path) -> crate::proc::Cmd {
         .args(GET_MAINTAINER)
 }
 
+/// The files a patch (format-patch output) changes.
+pub fn patch_files(patch: &str) -> Vec<String> {
+    patch
+        .lines()
+        .filter_map(|l| l.strip_prefix("diff --git a/"))
+        .filter_map(|l| l.split_once(" b/").map(|(a, _)| a.to_string()))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn files_of_a_patch() {
+        let p = "Subject: x\n---\ndiff --git a/mm/gup.c b/mm/gup.c\nindex 1..2\ndiff --git a/tools/testing/x.c b/tools/testing/x.c\n";
+        assert_eq!(super::patch_files(p), ["mm/gup.c", "tools/testing/x.c"]);
+    }
+
     use super::*;
 
     const OUT: &str = r#"Andrew Morton <akpm@linux-foundation.org> (maintainer:MEMORY MANAGEMENT - CORE)

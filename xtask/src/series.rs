@@ -3,7 +3,7 @@
 use crate::config::SubSeries;
 use crate::ctx::{Ctx, BASE_TAG};
 use anyhow::{bail, Context, Result};
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashSet};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -71,6 +71,23 @@ pub fn parse_cover(msg: &str) -> Option<(String, String, String)> {
 /// Applies patches/ on the base in the scratch worktree, one sub-series after
 /// the other, each behind its cover commit. Returns the resulting commit.
 pub fn apply(ctx: &Ctx) -> Result<String> {
+    apply_series(ctx, &ctx.cfg.series.iter().collect::<Vec<_>>())
+}
+
+/// Applies sub-series `name` on the base with its prerequisites only, in
+/// series.toml's order, as a maintainer of its tree would take it.
+pub fn apply_alone(ctx: &Ctx, name: &str) -> Result<String> {
+    let needs = ctx.cfg.prerequisites_of(name);
+    let subs: Vec<&SubSeries> = ctx
+        .cfg
+        .series
+        .iter()
+        .filter(|s| s.name == name || needs.contains(s.name.as_str()))
+        .collect();
+    apply_series(ctx, &subs)
+}
+
+fn apply_series(ctx: &Ctx, subs: &[&SubSeries]) -> Result<String> {
     let tree = ctx.apply_tree();
     let repo = ctx.repo();
     if !tree.join(".git").exists() {
@@ -88,7 +105,7 @@ pub fn apply(ctx: &Ctx) -> Result<String> {
     let _ = git(&["am", "--abort"]).output();
     git(&["checkout", "-q", "-f", "--detach", BASE_TAG]).run(&ctx.log("apply-reset"))?;
     git(&["clean", "-q", "-fd"]).run(&ctx.log("apply-clean"))?;
-    for s in &ctx.cfg.series {
+    for s in subs {
         let msg = cover_message(s, &ctx.cfg.series);
         committer(git(&["commit", "-q", "--allow-empty", "-m", &msg]))
             .env("GIT_AUTHOR_NAME", "pinfd-series")
@@ -307,13 +324,23 @@ pub fn export(ctx: &Ctx) -> Result<()> {
     let mut doc: toml_edit::DocumentMut = std::fs::read_to_string(ctx.root.join("series.toml"))?
         .parse()
         .context("series.toml")?;
-    for (s, cover, patches) in &groups {
+    for (i, (s, cover, patches)) in groups.iter().enumerate() {
         let out_dir = ctx.root.join("patches").join(&s.name);
+        // format-patch names every commit below the sub-series as a
+        // prerequisite; only those of its declared prerequisites are.
+        let needs = ctx.cfg.prerequisites_of(&s.name);
+        let mut unrelated = HashSet::new();
+        for (earlier, _, commits) in &groups[..i] {
+            if !needs.contains(earlier.name.as_str()) {
+                unrelated.extend(commits.iter().map(|c| c.hash.clone()));
+            }
+        }
         // The list names the patches only; the cover letter is COVER_LETTER.
         let names = if patches.is_empty() {
             Vec::new()
         } else {
-            format_patches(ctx, &edit, s, cover, patches.last().unwrap(), &out_dir)?
+            let last = patches.last().unwrap();
+            format_patches(ctx, &edit, s, cover, last, &unrelated, &out_dir)?
         };
         if patches.is_empty() && out_dir.exists() {
             std::fs::remove_dir_all(&out_dir)?;
@@ -348,6 +375,7 @@ fn format_patches(
     s: &SubSeries,
     cover: &Commit,
     last: &Commit,
+    unrelated: &HashSet<String>,
     out_dir: &Path,
 ) -> Result<Vec<String>> {
     let tmp = tempfile::tempdir()?;
@@ -378,6 +406,17 @@ fn format_patches(
         .collect();
     // The cover letter is always 0000-cover-letter.patch; the list holds the patches.
     names.sort();
+    // The commits below the sub-series, in the order of format-patch's
+    // prerequisite-patch-id lines, and whether each is to be dropped.
+    let below = ctx
+        .git(tree)
+        .args(["rev-list", "--reverse"])
+        .arg(format!("{base}..{}", cover.hash))
+        .output()?;
+    let drop: Vec<bool> = below
+        .lines()
+        .map(|h| unrelated.contains(h.trim()))
+        .collect();
     let (subject, body, _) = parse_cover(&cover.message).unwrap();
     let prereq_ids: Vec<String> = s
         .prerequisites
@@ -391,7 +430,15 @@ fn format_patches(
         .git(tree)
         .args(["log", "-1", "--format=%aD", &last.hash])
         .output()?;
-    let letter = fill_cover_letter(&letter, &subject, &body, &s.change_id, &prereq_ids, &date);
+    let letter = fill_cover_letter(
+        &letter,
+        &subject,
+        &body,
+        &s.change_id,
+        &prereq_ids,
+        &drop,
+        &date,
+    );
     std::fs::write(&cover_file, letter)?;
     if out_dir.exists() {
         std::fs::remove_dir_all(out_dir)?;
@@ -413,9 +460,11 @@ pub fn fill_cover_letter(
     body: &str,
     change_id: &str,
     prereqs: &[String],
+    drop: &[bool],
     date: &str,
 ) -> String {
     let mut out = String::new();
+    let mut below = drop.iter();
     for line in letter.lines() {
         if line.starts_with("Date: ") {
             out.push_str(&format!("Date: {date}\n"));
@@ -425,8 +474,14 @@ pub fn fill_cover_letter(
         } else if line == "*** BLURB HERE ***" {
             out.push_str(body);
             out.push('\n');
-        } else if line == "prerequisite-patch-id: 0000000000000000000000000000000000000000" {
-            // An empty cover commit of an earlier sub-series: no patch.
+        } else if let Some(id) = line.strip_prefix("prerequisite-patch-id: ") {
+            // The lines follow the commits below; drop those of empty cover
+            // commits and of sub-series this one does not need.
+            let unrelated = below.next().copied().unwrap_or(false);
+            if !unrelated && !id.bytes().all(|b| b == b'0') {
+                out.push_str(line);
+                out.push('\n');
+            }
         } else if line.starts_with("base-commit: ") {
             out.push_str(line);
             out.push('\n');
@@ -563,15 +618,18 @@ mod tests {
 
     #[test]
     fn cover_letter_is_filled() {
-        let letter = "From 0000 Mon Sep 17 00:00:00 2001\nDate: Sat, 21 Nov 2026 19:00:00 +0000\nSubject: [PATCH 0/2] *** SUBJECT HERE ***\n\n*** BLURB HERE ***\n\nA (2):\n  x\n\nbase-commit: 27f69a95\nprerequisite-patch-id: 0000000000000000000000000000000000000000\nprerequisite-patch-id: abc\n";
+        let letter = "From 0000 Mon Sep 17 00:00:00 2001\nDate: Sat, 21 Nov 2026 19:00:00 +0000\nSubject: [PATCH 0/2] *** SUBJECT HERE ***\n\n*** BLURB HERE ***\n\nA (2):\n  x\n\nbase-commit: 27f69a95\nprerequisite-patch-id: 0000000000000000000000000000000000000000\nprerequisite-patch-id: abc\nprerequisite-patch-id: def\n";
+        // def: a patch of an earlier sub-series this one does not need.
         let out = fill_cover_letter(
             letter,
             "mm/gup: add pin_user_pages_fd()",
             "Body.",
             "20261121-x-0123",
             &["prerequisite-change-id: 20261121-mm-0123:v1".into()],
+            &[false, false, true],
             "Thu, 1 Jan 2026 00:00:00 +0000",
         );
+        assert!(!out.contains("def"));
         assert!(out.contains("Subject: [PATCH 0/2] mm/gup: add pin_user_pages_fd()\n"));
         assert!(out.contains("\nBody.\n"));
         assert!(out.contains("Date: Thu, 1 Jan 2026 00:00:00 +0000\n"));

@@ -346,7 +346,8 @@ fn file_size(file: &LocalFile) -> u64 {
 #[pin_data]
 struct Udmabuf {
     /// The table mapped for the CPU's cache maintenance, made on the first `begin_cpu_access`
-    /// and kept until release. It maps the pages: it goes first.
+    /// and kept until release. Mapped bidirectionally, as every later call syncs it in its own
+    /// direction. It maps the pages: it goes first.
     #[pin]
     cpu_sgt: Mutex<Option<KBox<MappedSGTable>>>,
     /// The misc device, which CPU access maps the pages for.
@@ -447,7 +448,7 @@ impl Exporter for Udmabuf {
     fn begin_cpu_access(buf: Pin<&Self>, dir: DataDirection) -> Result {
         let mut cpu_sgt = buf.cpu_sgt.lock();
         if cpu_sgt.is_none() {
-            *cpu_sgt = Some(buf.map_for(&buf.dev, dir)?);
+            *cpu_sgt = Some(buf.map_for(&buf.dev, DataDirection::Bidirectional)?);
         }
         cpu_sgt.as_ref().ok_or(EINVAL)?.sync_for_cpu(dir);
         Ok(())
