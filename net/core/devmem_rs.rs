@@ -11,8 +11,8 @@ use kernel::{
     alloc::Flags,
     bindings,
     net::page_pool::provider::{
-        DmaSync, MemoryProvider, MemoryProviderOps, NlReply, NotTaken, ProviderNetIov,
-        ProviderPool, Release, ReleasedNetmem, RxQueue,
+        CacheRefill, DmaSync, MemoryProvider, MemoryProviderOps, NlReply, NotTaken, ProviderNetIov,
+        ProviderPool, ReleasedNetmem, RxQueue,
     },
     page::PAGE_SHIFT,
     prelude::*,
@@ -82,8 +82,29 @@ fn warn_once(warned: &Atomic<bool>) {
     }
 }
 
+/// Counts a call in debugfs, in kernels that compare the two providers.
+#[inline]
+fn count_call(call: bindings::net_devmem_call) {
+    #[cfg(CONFIG_NET_DEVMEM_PROVIDER_TEST)]
+    // SAFETY: Only increments a counter.
+    unsafe {
+        bindings::net_devmem_count_call(
+            bindings::net_devmem_provider_NET_DEVMEM_PROVIDER_RUST,
+            call,
+        )
+    };
+    #[cfg(not(CONFIG_NET_DEVMEM_PROVIDER_TEST))]
+    let _ = call;
+}
+
+// SAFETY: The net_iovs lent are those of the binding's genpool, which `net_devmem_bind_dmabuf()`
+// initialized as `NET_IOV_DMABUF` net_iovs of the binding's chunks, each `1 << niov_shift` bytes
+// of the binding's mapping for the queue's DMA device; `init` refuses pools of another order, and
+// the DMA addresses are never synced (`DmaSync::Disable`). The binding, and with it its chunks,
+// lives until the `destroy` of every pool `init` took a reference for. The genpool hands each
+// net_iov out once, and `release` gives it back only once no pool or socket holds it.
 #[vtable]
-impl MemoryProvider for Devmem {
+unsafe impl MemoryProvider for Devmem {
     type Priv = Binding;
     const OPS: &'static MemoryProviderOps<Self> = &net_devmem_rust_ops;
 
@@ -92,10 +113,14 @@ impl MemoryProvider for Devmem {
         if binding.niov_shift().checked_sub(PAGE_SHIFT as u32) != Some(pool.order()) {
             return Err(E2BIG);
         }
-        // The pool's reference, dropped by `destroy`. A binding being unbound still serves the
-        // pools of its queues until they are closed, so the result is ignored, as in C.
+        // The pool's reference, dropped by `destroy`. It is a `percpu_ref_tryget()`, which only
+        // fails once the count reached zero, and the binding holds its own reference while it is
+        // installed on a queue.
         // SAFETY: The binding is valid while installed on the pool's rx queue.
-        unsafe { bindings::net_devmem_dmabuf_binding_get(binding.as_raw()) };
+        if !unsafe { bindings::net_devmem_dmabuf_binding_get(binding.as_raw()) } {
+            return Err(ENODEV);
+        }
+        count_call(bindings::net_devmem_call_NET_DEVMEM_CALL_INIT);
         // dma-buf addresses are the importer's mapping: they are not synced like pages.
         Ok(DmaSync::Disable)
     }
@@ -107,16 +132,21 @@ impl MemoryProvider for Devmem {
         }
     }
 
-    fn alloc(pool: &ProviderPool<Self>, _gfp: Flags) -> Option<ProviderNetIov> {
+    fn alloc(
+        pool: &ProviderPool<Self>,
+        _gfp: Flags,
+        _refill: &mut CacheRefill<'_>,
+    ) -> Option<ProviderNetIov> {
         let binding = pool.priv_data()?;
         // SAFETY: The binding is valid while the pool holds its reference.
         let niov = NonNull::new(unsafe { bindings::net_devmem_alloc_dmabuf(binding.as_raw()) })?;
+        count_call(bindings::net_devmem_call_NET_DEVMEM_CALL_ALLOC);
         // SAFETY: The genpool gave this net_iov to us alone, with its page pool fields cleared,
         // and the binding, which owns it, lives as long as the pool holds its reference.
         Some(unsafe { ProviderNetIov::from_raw(niov) })
     }
 
-    fn release(_pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>) -> Release {
+    fn release(_pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>) {
         static NOT_NET_IOV: Atomic<bool> = Atomic::new(false);
         static STILL_HELD: Atomic<bool> = Atomic::new(false);
 
@@ -128,7 +158,6 @@ impl MemoryProvider for Devmem {
             Err(NotTaken::Page) => warn_once(&NOT_NET_IOV),
             Err(NotTaken::Held) => warn_once(&STILL_HELD),
         }
-        Release::Provider
     }
 
     fn nl_fill(binding: &Binding, reply: &NlReply, rxq: Option<&RxQueue>) -> Result {

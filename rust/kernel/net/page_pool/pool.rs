@@ -172,8 +172,12 @@ impl PagePool {
         // SAFETY: The pool is valid by the type invariants, and `&mut self` makes this the only
         // allocation in progress.
         let netmem = unsafe { bindings::page_pool_alloc_netmems(self.as_raw(), gfp.as_raw()) };
+        // No `PoolNetmem` for 0: dropping it would put a netmem that is not there.
+        if netmem == 0 {
+            return None;
+        }
         // INVARIANT: A netmem that is not 0 comes with one page pool reference.
-        (netmem != 0).then_some(PoolNetmem(netmem))
+        Some(PoolNetmem(netmem))
     }
 
     /// Returns the netmems allocated and not yet returned to the memory they came from: those in

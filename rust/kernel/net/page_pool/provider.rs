@@ -17,6 +17,7 @@ use super::netmem::{NetIov, NetmemRef};
 use crate::{
     alloc::Flags,
     bindings,
+    dma::DataDirection,
     error::{from_result, to_result, VTABLE_DEFAULT_ERROR},
     prelude::*,
     types::Opaque, //
@@ -31,15 +32,6 @@ pub enum DmaSync {
     Disable,
 }
 
-/// Who takes a netmem back when a page pool releases it.
-pub enum Release {
-    /// The provider took it back (or keeps it out of the pool's way); the pool forgets it.
-    Provider,
-    /// The pool puts the page, as for pages it allocated itself. Only valid for pages: for a
-    /// net_iov the pool warns and forgets it instead.
-    PutPage,
-}
-
 /// A memory provider (`struct memory_provider_ops`).
 ///
 /// Its page pools call it in these contexts:
@@ -52,8 +44,27 @@ pub enum Release {
 ///   CPU, concurrently with `alloc`.
 /// - `nl_fill` to describe the provider in netlink replies about the pool or the rx queue, and
 ///   `uninstall` when the rx queue goes away with the provider installed.
+///
+/// # Safety
+///
+/// A page pool, the rx path of its queue's device and the sockets that receive into its netmems
+/// use the net_iovs a provider lends as the memory their type says they are. Implementers
+/// promise, for every net_iov [`MemoryProvider::alloc`] returns:
+///
+/// - its `type` and `owner` describe it truly: a net_iov of type `NET_IOV_DMABUF` belongs to the
+///   chunk of a bound dma-buf that `owner` names, one of type `NET_IOV_IOURING` to an io_uring
+///   zero-copy area. (A provider whose net_iovs are neither, a test's, relies on
+///   [`open_rx_queue`]'s caller instead: such a provider is only installed on queues of devices
+///   that never receive into them);
+/// - its `dma_addr` is a mapping, for the DMA device of the pool's rx queue, of memory the device
+///   may write `PAGE_SIZE << order` bytes to, `order` being the pool's
+///   ([`ProviderPool::order`]), as `init` must check; if `init` returned [`DmaSync::Keep`], a
+///   streaming mapping that the pool may sync;
+/// - its memory stays valid until the provider took it back from every pool it was lent to
+///   ([`ReleasedNetmem::into_net_iov`]), and at least until `destroy` for each such pool;
+/// - it is lent to one pool at a time, and not used by the provider while lent.
 #[vtable]
-pub trait MemoryProvider: Sized + 'static {
+pub unsafe trait MemoryProvider: Sized + 'static {
     /// The provider's state for an rx queue it is installed on (`mp_priv`), shared by the queue's
     /// page pools.
     type Priv: Sync;
@@ -71,15 +82,23 @@ pub trait MemoryProvider: Sized + 'static {
     fn destroy(pool: &ProviderPool<Self>);
 
     /// Lends a net_iov to the page pool, or returns `None` when the provider has none left.
-    fn alloc(pool: &ProviderPool<Self>, gfp: Flags) -> Option<ProviderNetIov>;
+    ///
+    /// The provider may also lend more net_iovs at once, for the pool's next allocations, by
+    /// placing them in `refill`.
+    fn alloc(
+        pool: &ProviderPool<Self>,
+        gfp: Flags,
+        refill: &mut CacheRefill<'_>,
+    ) -> Option<ProviderNetIov>;
 
-    /// Takes back a netmem the page pool releases.
-    fn release(pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>) -> Release;
+    /// Takes back a netmem the page pool releases: a net_iov it lent, as a provider's pool holds
+    /// nothing else. The pool forgets the netmem.
+    fn release(pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>);
 
     /// Describes the provider in a netlink reply about the page pool, or about `rxq` if given.
-    fn nl_fill(_priv: &Self::Priv, _reply: &NlReply, _rxq: Option<&RxQueue>) -> Result {
-        build_error!(VTABLE_DEFAULT_ERROR)
-    }
+    ///
+    /// Every provider has it: user space sees which queues and pools a provider took.
+    fn nl_fill(priv_data: &Self::Priv, reply: &NlReply, rxq: Option<&RxQueue>) -> Result;
 
     /// Called when `rxq` goes away while the provider is installed: its device is unregistered,
     /// or the virtual queue `rxq` leased the provider's queue and the lease ends.
@@ -131,11 +150,7 @@ impl<T: MemoryProvider> MemoryProviderOps<T> {
                 release_netmem: Some(Self::release_netmem),
                 init: Some(Self::init),
                 destroy: Some(Self::destroy),
-                nl_fill: if T::HAS_NL_FILL {
-                    Some(Self::nl_fill)
-                } else {
-                    None
-                },
+                nl_fill: Some(Self::nl_fill),
                 uninstall: if T::HAS_UNINSTALL {
                     Some(Self::uninstall)
                 } else {
@@ -161,10 +176,10 @@ impl<T: MemoryProvider> MemoryProviderOps<T> {
         from_result(|| {
             if let DmaSync::Disable = T::init(pp)? {
                 // SAFETY: The pool is valid and, during `init`, not listed yet: nobody else
-                // reads or writes its bitfields.
+                // reads or writes its bitfields. No reference to the pool is made.
                 unsafe {
-                    (*pool).set_dma_sync(false);
-                    (*pool).set_dma_sync_for_cpu(false);
+                    bindings::page_pool::set_dma_sync_raw(pool, false);
+                    bindings::page_pool::set_dma_sync_for_cpu_raw(pool, false);
                 }
             }
             Ok(0)
@@ -188,16 +203,11 @@ impl<T: MemoryProvider> MemoryProviderOps<T> {
     ) -> bindings::netmem_ref {
         // SAFETY: By the safety requirements.
         let pp = unsafe { ProviderPool::<T>::from_raw(pool) };
-        match T::alloc(pp, Flags::from_raw(gfp)) {
-            Some(niov) => {
-                let niov = niov.into_raw();
-                // SAFETY: `niov` is a net_iov the provider lends and nobody else uses, by the
-                // invariants of `ProviderNetIov`, and this is the pool's allocating context,
-                // which the hold count needs.
-                unsafe { bindings::net_mp_niov_set_page_pool(pool, niov) };
-                super::netmem::net_iov_to_netmem(niov)
-            }
-            None => 0,
+        // SAFETY: By the safety requirements, this is the pool's allocating context.
+        let mut refill = unsafe { CacheRefill::new(pool) };
+        match T::alloc(pp, Flags::from_raw(gfp), &mut refill) {
+            Some(niov) => refill.lend(niov),
+            None => refill.take_back(),
         }
     }
 
@@ -212,24 +222,24 @@ impl<T: MemoryProvider> MemoryProviderOps<T> {
         let pp = unsafe { ProviderPool::<T>::from_raw(pool) };
         // SAFETY: The pool releases `netmem`, which stays valid during the call.
         let netmem = unsafe { NetmemRef::from_raw(netmem) };
-        match T::release(pp, ReleasedNetmem(netmem)) {
-            Release::Provider => false,
-            // A net_iov is not a page: putting it would corrupt memory.
-            Release::PutPage => !crate::warn_on!(netmem.is_net_iov()),
-        }
+        T::release(pp, ReleasedNetmem(netmem));
+        // The pool does not put the netmem: it is the provider's.
+        false
     }
 
     /// # Safety
     ///
-    /// `mp_priv` is the private data `T` is installed with, `rsp` a netlink message being built,
-    /// and `rxq` NULL or a valid rx queue.
+    /// `mp_priv` is NULL or points to a `T::Priv` valid for the call, `rsp` is a netlink message
+    /// being built and nobody else's during the call, and `rxq` is NULL or a valid rx queue.
     unsafe extern "C" fn nl_fill(
         mp_priv: *mut c_void,
         rsp: *mut bindings::sk_buff,
         rxq: *mut bindings::netdev_rx_queue,
     ) -> c_int {
-        if mp_priv.is_null() {
-            return EINVAL.to_errno();
+        // Providers are installed with their private data: a NULL one adds nothing, rather than
+        // failing the whole dump.
+        if crate::warn_on!(mp_priv.is_null()) {
+            return 0;
         }
         // SAFETY: By the safety requirements, `mp_priv` points to a `T::Priv`.
         let priv_ = unsafe { &*mp_priv.cast::<T::Priv>() };
@@ -242,15 +252,17 @@ impl<T: MemoryProvider> MemoryProviderOps<T> {
 
     /// # Safety
     ///
-    /// `mp_priv` is the private data `T` is installed with on `rxq`, a valid rx queue.
+    /// `mp_priv` is NULL or points to a `T::Priv` valid for the call, and `rxq` is a valid rx
+    /// queue.
     unsafe extern "C" fn uninstall(mp_priv: *mut c_void, rxq: *mut bindings::netdev_rx_queue) {
         if mp_priv.is_null() {
             return;
         }
-        // SAFETY: By the safety requirements.
-        T::uninstall(unsafe { &*mp_priv.cast::<T::Priv>() }, unsafe {
-            RxQueue::from_raw(rxq)
-        })
+        // SAFETY: By the safety requirements, `mp_priv` points to a `T::Priv`.
+        let priv_ = unsafe { &*mp_priv.cast::<T::Priv>() };
+        // SAFETY: By the safety requirements, `rxq` is valid for the call.
+        let rxq = unsafe { RxQueue::from_raw(rxq) };
+        T::uninstall(priv_, rxq)
     }
 }
 
@@ -290,10 +302,100 @@ impl<T: MemoryProvider> ProviderPool<T> {
         (!mp_priv.is_null()).then(|| unsafe { &*mp_priv.cast::<T::Priv>() })
     }
 
-    /// Returns the order of the blocks the pool hands out (`1 << order` pages each).
+    /// Returns the order of the blocks the pool hands out (`1 << order` pages each): for a pool
+    /// of an rx queue, what the queue's `rx-page-size` asks for.
     pub fn order(&self) -> u32 {
         // SAFETY: The pool is valid and its parameters never change after creation.
         unsafe { (*self.as_raw()).p.order }
+    }
+
+    /// Returns the direction of the pool's DMA mappings, in which a provider that keeps syncing
+    /// ([`DmaSync::Keep`]) syncs what it lends.
+    pub fn dma_dir(&self) -> Result<DataDirection> {
+        // SAFETY: The pool is valid and its parameters never change after creation.
+        DataDirection::try_from(unsafe { (*self.as_raw()).p.dma_dir })
+    }
+}
+
+/// Room in a page pool's allocation cache for the net_iovs a provider's `alloc` lends at once,
+/// ahead of the pool's next allocations (`net_mp_netmem_place_in_cache()`), as io_uring's
+/// zero-copy receive does.
+///
+/// # Invariants
+///
+/// `pool` is a valid page pool, in its allocating context while the object lives: nobody else
+/// uses its allocation cache. The cache has at least `room` free entries, and its last `placed`
+/// entries are net_iovs this object placed.
+pub struct CacheRefill<'a> {
+    pool: NonNull<bindings::page_pool>,
+    room: u32,
+    placed: u32,
+    _pool: PhantomData<&'a mut bindings::page_pool>,
+}
+
+impl CacheRefill<'_> {
+    /// # Safety
+    ///
+    /// `pool` is a valid page pool, in its allocating context while the object lives.
+    unsafe fn new(pool: *mut bindings::page_pool) -> Self {
+        // SAFETY: By the safety requirements, the cache is ours to read.
+        let count = unsafe { (*pool).alloc.count };
+        // INVARIANT: A refill places at most `PP_ALLOC_CACHE_REFILL` entries, in the room left.
+        Self {
+            // SAFETY: By the safety requirements, `pool` is valid, so not NULL.
+            pool: unsafe { NonNull::new_unchecked(pool) },
+            room: bindings::PP_ALLOC_CACHE_SIZE
+                .saturating_sub(count)
+                .min(bindings::PP_ALLOC_CACHE_REFILL),
+            placed: 0,
+            _pool: PhantomData,
+        }
+    }
+
+    /// Returns how many more net_iovs [`CacheRefill::place`] takes.
+    #[inline]
+    pub fn room(&self) -> u32 {
+        self.room
+    }
+
+    /// Lends `niov` to the pool and returns its netmem.
+    fn lend(&self, niov: ProviderNetIov) -> bindings::netmem_ref {
+        let niov = niov.into_raw();
+        // SAFETY: `niov` is a net_iov the provider lends and nobody else uses, by the invariants
+        // of `ProviderNetIov`, and this is the pool's allocating context, which the hold count
+        // needs, by the type invariants.
+        unsafe { bindings::net_mp_niov_set_page_pool(self.pool.as_ptr(), niov) };
+        super::netmem::net_iov_to_netmem(niov)
+    }
+
+    /// Lends `niov` to the pool for one of its next allocations, placing it in the pool's cache,
+    /// or gives it back when the refill is full.
+    pub fn place(&mut self, niov: ProviderNetIov) -> Result<(), ProviderNetIov> {
+        if self.room == 0 {
+            return Err(niov);
+        }
+        let netmem = self.lend(niov);
+        // SAFETY: The pool is in its allocating context and its cache has room, by the type
+        // invariants.
+        unsafe { bindings::net_mp_netmem_place_in_cache(self.pool.as_ptr(), netmem) };
+        // INVARIANT: One entry less is free, and the last one is ours.
+        self.room -= 1;
+        self.placed += 1;
+        Ok(())
+    }
+
+    /// Takes the last net_iov placed back out of the cache and returns its netmem, for the
+    /// allocation under way, or returns 0 if none was placed.
+    fn take_back(&mut self) -> bindings::netmem_ref {
+        if self.placed == 0 {
+            return 0;
+        }
+        // SAFETY: The cache is ours, by the type invariants.
+        let cache = unsafe { &mut (*self.pool.as_ptr()).alloc };
+        // INVARIANT: The entry taken is the last this object placed; `room` stays a lower bound.
+        self.placed -= 1;
+        cache.count -= 1;
+        cache.cache[cache.count as usize]
     }
 }
 
@@ -417,8 +519,12 @@ impl NlReply {
     /// Adds a `u32` attribute; fails with `EMSGSIZE` when the message is full.
     pub fn put_u32(&self, attr: u32, value: u32) -> Result {
         let attr = c_int::try_from(attr)?;
-        // SAFETY: The message is valid and ours during the call, by the type invariants.
-        to_result(unsafe { bindings::nla_put_u32(self.0.get(), attr, value) })
+        let len = core::mem::size_of::<u32>() as c_int;
+        // SAFETY: The message is valid and ours during the call, by the type invariants, and
+        // `value` is readable for `len` bytes.
+        to_result(unsafe {
+            bindings::nla_put(self.0.get(), attr, len, core::ptr::from_ref(&value).cast())
+        })
     }
 }
 
@@ -431,7 +537,8 @@ impl NlReply {
 /// `priv_data` stays valid until [`close_rx_queue`] or `T`'s `uninstall` for the queue, whichever
 /// comes first, and until the `destroy` of every page pool `T` was initialized for with it (`T`
 /// keeps it alive from `init` to `destroy`, or it is static). Netlink replies about the queue call
-/// `T`'s `nl_fill` with it meanwhile.
+/// `T`'s `nl_fill` with it meanwhile. If `T` lends net_iovs that are neither devmem's nor
+/// io_uring's (a test provider's), the device never receives into the queue.
 #[inline]
 pub unsafe fn open_rx_queue<T: MemoryProvider>(
     netdev: *mut bindings::net_device,
@@ -488,8 +595,10 @@ mod tests {
     };
 
     // The net_iovs are zeroed: type NET_IOV_DMABUF with no owner. Only page pool code, which does
-    // not look at either, sees them.
+    // not look at either, sees them: the device is never registered, so it never receives.
     const NR_NIOVS: usize = 32;
+    // What `nl_fill` reports.
+    const NL_MARK: u32 = 0x7e57;
     const ALL_FREE: u64 = (1 << NR_NIOVS) - 1;
 
     /// The test provider's memory and the calls it got.
@@ -501,6 +610,10 @@ mod tests {
         destroy: Atomic<u32>,
         alloc: Atomic<u32>,
         release: Atomic<u32>,
+        nl_fill: Atomic<u32>,
+        uninstall: Atomic<u32>,
+        /// How many net_iovs `alloc` lends per call.
+        bulk: Atomic<u32>,
     }
 
     // SAFETY: A net_iov is used by one holder at a time, which `free` hands out atomically; the
@@ -515,6 +628,35 @@ mod tests {
         fn index_of(&self, niov: &NetIov) -> Option<usize> {
             self.niovs.iter().position(|n| n.get() == niov.as_raw())
         }
+
+        /// Takes a free net_iov, if there is one.
+        fn take(&self) -> Option<ProviderNetIov> {
+            let mut free = self.free.load(Relaxed);
+            loop {
+                if free == 0 {
+                    return None;
+                }
+                let i = free.trailing_zeros() as usize;
+                match self.free.cmpxchg(free, free & !(1 << i), Relaxed) {
+                    Ok(_) => {
+                        let niov = NonNull::new(self.niovs[i].get())?;
+                        // SAFETY: Clearing bit `i` handed `niovs[i]`, static, to this caller
+                        // alone; it is either new (zeroed) or came back through `into_net_iov()`,
+                        // which cleared its page pool fields.
+                        return Some(unsafe { ProviderNetIov::from_raw(niov) });
+                    }
+                    Err(now) => free = now,
+                }
+            }
+        }
+
+        /// Makes a net_iov `take` handed out free again.
+        fn give_back(&self, niov: ProviderNetIov) {
+            if let Some(i) = self.index_of(niov.net_iov()) {
+                // Bit `i` is clear while the net_iov is out: adding sets it.
+                self.free.fetch_add(1 << i, Relaxed);
+            }
+        }
     }
 
     static COUNTERS: Counters = Counters {
@@ -524,6 +666,9 @@ mod tests {
         destroy: Atomic::new(0),
         alloc: Atomic::new(0),
         release: Atomic::new(0),
+        nl_fill: Atomic::new(0),
+        uninstall: Atomic::new(0),
+        bulk: Atomic::new(1),
     };
 
     struct Counting;
@@ -532,13 +677,20 @@ mod tests {
         static COUNTING_OPS: Counting;
     }
 
+    // SAFETY: The net_iovs lent are static, so valid for ever, and `free` lends each to one pool at
+    // a time and only once it came back. They are zeroed, neither devmem's nor io_uring's: the
+    // tests install the provider only on a device that is never registered, so never receives.
     #[vtable]
-    impl MemoryProvider for Counting {
+    unsafe impl MemoryProvider for Counting {
         type Priv = Counters;
         const OPS: &'static MemoryProviderOps<Self> = &COUNTING_OPS;
 
         fn init(pool: &ProviderPool<Self>) -> Result<DmaSync> {
             let counters = pool.priv_data().ok_or(EINVAL)?;
+            // The tests' pools are all rx pools.
+            if pool.dma_dir()? != DataDirection::FromDevice {
+                return Err(EINVAL);
+            }
             counters.init.add(1, Relaxed);
             Ok(DmaSync::Disable)
         }
@@ -550,39 +702,48 @@ mod tests {
             }
         }
 
-        fn alloc(pool: &ProviderPool<Self>, _gfp: Flags) -> Option<ProviderNetIov> {
+        fn alloc(
+            pool: &ProviderPool<Self>,
+            _gfp: Flags,
+            refill: &mut CacheRefill<'_>,
+        ) -> Option<ProviderNetIov> {
             let counters = pool.priv_data()?;
-            let mut free = counters.free.load(Relaxed);
-            loop {
-                if free == 0 {
-                    return None;
-                }
-                let i = free.trailing_zeros() as usize;
-                match counters.free.cmpxchg(free, free & !(1 << i), Relaxed) {
-                    Ok(_) => {
-                        counters.alloc.add(1, Relaxed);
-                        let niov = NonNull::new(counters.niovs[i].get())?;
-                        // SAFETY: Clearing bit `i` handed `niovs[i]`, static and zeroed by the
-                        // provider's release, to this caller alone.
-                        return Some(unsafe { ProviderNetIov::from_raw(niov) });
-                    }
-                    Err(now) => free = now,
+            counters.alloc.add(1, Relaxed);
+            let niov = counters.take()?;
+            for _ in 1..counters.bulk.load(Relaxed) {
+                let Some(more) = counters.take() else {
+                    break;
+                };
+                if let Err(more) = refill.place(more) {
+                    counters.give_back(more);
+                    break;
                 }
             }
+            Some(niov)
         }
 
-        fn release(pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>) -> Release {
+        fn release(pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>) {
             let Some(counters) = pool.priv_data() else {
-                return Release::Provider;
+                return;
             };
             counters.release.add(1, Relaxed);
             if let Ok(niov) = netmem.into_net_iov() {
-                if let Some(i) = counters.index_of(niov.net_iov()) {
-                    // Bit `i` is clear while the net_iov is out: adding sets it.
-                    counters.free.fetch_add(1 << i, Relaxed);
-                }
+                counters.give_back(niov);
             }
-            Release::Provider
+        }
+
+        fn nl_fill(counters: &Counters, reply: &NlReply, rxq: Option<&RxQueue>) -> Result {
+            counters.nl_fill.add(1, Relaxed);
+            let attr = if rxq.is_some() {
+                bindings::NETDEV_A_QUEUE_DMABUF
+            } else {
+                bindings::NETDEV_A_PAGE_POOL_DMABUF
+            };
+            reply.put_u32(attr, NL_MARK)
+        }
+
+        fn uninstall(counters: &Counters, _rxq: &RxQueue) {
+            counters.uninstall.add(1, Relaxed);
         }
     }
 
@@ -814,13 +975,154 @@ mod tests {
         Ok(())
     }
 
+    /// Allocates from a new pool of `dev`'s queue until the provider runs dry.
+    fn drain(dev: &TestNetdev, bound: &Device<Bound>) -> Result<(PagePool, KVec<PoolNetmem>)> {
+        let params = Params::new().dma(bound, DataDirection::FromDevice, PAGE_SIZE as u32);
+        // SAFETY: `dev` is locked, has queue 0 and outlives the pool (the test waits for
+        // `destroy`).
+        let mut pool = unsafe { PagePool::new_for_rx_queue(params, dev.as_raw(), 0)? };
+        let mut held = KVec::new();
+        while let Some(netmem) = pool.alloc_netmem(GFP_KERNEL) {
+            held.push(netmem, GFP_KERNEL)?;
+            if held.len() > NR_NIOVS {
+                break;
+            }
+        }
+        Ok((pool, held))
+    }
+
     #[test]
-    fn optional_ops_are_null() {
-        // Counting implements neither `nl_fill` nor `uninstall`: the table leaves them NULL,
-        // which page pools and rx queues accept.
+    fn provider_running_dry() -> Result {
+        let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
+        let bound: &Device<Bound> = parent.as_ref().as_ref();
+        let dev = TestNetdev::new(bound)?;
+        // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
+        unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS)? };
+        let [_, destroy, alloc, _] = COUNTERS.calls();
+
+        // Every net_iov is handed out once; then the provider has none and the pool none to give,
+        // which the pool reports as a failed allocation, having asked the provider once more.
+        let (pool, held) = drain(&dev, bound)?;
+        assert_eq!(held.len(), NR_NIOVS);
+        assert_eq!(COUNTERS.free.load(Relaxed), 0);
+        assert_eq!(COUNTERS.alloc.load(Relaxed), alloc + NR_NIOVS as u32 + 1);
+
+        drop(pool);
+        drop(held);
+        assert_eq!(wait_for_destroy(destroy + 1), destroy + 1);
+        assert_eq!(COUNTERS.free.load(Relaxed), ALL_FREE);
+        // SAFETY: `dev` is locked and `Counting` installed on queue 0 with `COUNTERS`.
+        unsafe { close_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS) };
+        Ok(())
+    }
+
+    #[test]
+    fn provider_bulk_refill() -> Result {
+        let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
+        let bound: &Device<Bound> = parent.as_ref().as_ref();
+        let dev = TestNetdev::new(bound)?;
+        // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
+        unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS)? };
+        let [_, destroy, alloc, _] = COUNTERS.calls();
+        COUNTERS.bulk.store(4, Relaxed);
+
+        // Each provider call lends four net_iovs: one for the allocation, three placed in the
+        // pool's cache for the next allocations, which do not call the provider.
+        let params = Params::new().dma(bound, DataDirection::FromDevice, PAGE_SIZE as u32);
+        // SAFETY: `dev` is locked, has queue 0 and outlives the pool (we wait for `destroy`).
+        let mut pool = unsafe { PagePool::new_for_rx_queue(params, dev.as_raw(), 0)? };
+        let mut held = KVec::<PoolNetmem>::new();
+        for _ in 0..10 {
+            let netmem = pool.alloc_netmem(GFP_KERNEL).ok_or(ENOMEM)?;
+            let NetmemKind::NetIov(niov) = netmem.netmem().kind() else {
+                return Err(EINVAL);
+            };
+            assert!(COUNTERS.index_of(niov).is_some());
+            assert_eq!(netmem.netmem().pp_ref_count(), 1);
+            held.push(netmem, GFP_KERNEL)?;
+        }
+        COUNTERS.bulk.store(1, Relaxed);
+        assert_eq!(COUNTERS.alloc.load(Relaxed), alloc + 3);
+        assert_eq!(
+            COUNTERS.free.load(Relaxed).count_ones() as usize,
+            NR_NIOVS - 12
+        );
+        // The two net_iovs still in the cache count as allocated.
+        assert_eq!(pool.inflight(), 12);
+
+        drop(pool);
+        drop(held);
+        assert_eq!(wait_for_destroy(destroy + 1), destroy + 1);
+        assert_eq!(COUNTERS.free.load(Relaxed), ALL_FREE);
+        // SAFETY: `dev` is locked and `Counting` installed on queue 0 with `COUNTERS`.
+        unsafe { close_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS) };
+        Ok(())
+    }
+
+    /// Returns the type and the `u32` of the netlink attribute at the start of `data`.
+    fn read_u32_attr(data: &[u8]) -> Option<(u16, u32)> {
+        let len = u16::from_ne_bytes(data.get(0..2)?.try_into().ok()?);
+        let kind = u16::from_ne_bytes(data.get(2..4)?.try_into().ok()?);
+        let value = u32::from_ne_bytes(data.get(4..8)?.try_into().ok()?);
+        (len == 8).then_some((kind, value))
+    }
+
+    #[test]
+    fn ops_table_and_netlink() -> Result {
+        // The table is in rodata, as `page_pool_init()` requires, and has every op.
+        let ops = COUNTING_OPS.as_raw();
+        // SAFETY: Only compares an address with the kernel's sections.
+        assert!(unsafe { bindings::is_kernel_rodata(ops as usize) });
         // SAFETY: Reading the function pointers of a static table.
-        let ops = unsafe { &*COUNTING_OPS.as_raw() };
-        assert!(ops.nl_fill.is_none() && ops.uninstall.is_none());
+        let ops = unsafe { &*ops };
+        let (Some(nl_fill), Some(uninstall)) = (ops.nl_fill, ops.uninstall) else {
+            return Err(EINVAL);
+        };
         assert!(ops.alloc_netmems.is_some() && ops.release_netmem.is_some());
+
+        let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
+        let bound: &Device<Bound> = parent.as_ref().as_ref();
+        let dev = TestNetdev::new(bound)?;
+        // SAFETY: The device has one rx queue, `_rx[0]`.
+        let rxq = unsafe { (*dev.as_raw())._rx };
+        let mp_priv = core::ptr::from_ref(&COUNTERS).cast_mut().cast();
+        let calls = (
+            COUNTERS.nl_fill.load(Relaxed),
+            COUNTERS.uninstall.load(Relaxed),
+        );
+
+        for (rxq, attr) in [
+            (core::ptr::null_mut(), bindings::NETDEV_A_PAGE_POOL_DMABUF),
+            (rxq, bindings::NETDEV_A_QUEUE_DMABUF),
+        ] {
+            // SAFETY: Allocating a message has no requirements.
+            let skb = unsafe { bindings::genlmsg_new(PAGE_SIZE, bindings::GFP_KERNEL) };
+            if skb.is_null() {
+                return Err(ENOMEM);
+            }
+            // SAFETY: `mp_priv` points to a static `Counters`, `skb` is a new message of ours, and
+            // `rxq` is NULL or the device's queue.
+            let ret = unsafe { nl_fill(mp_priv, skb, rxq) };
+            let attr_read = {
+                // SAFETY: The message holds `len` bytes at `data`, which `nl_fill` wrote.
+                let data = unsafe { core::slice::from_raw_parts((*skb).data, (*skb).len as usize) };
+                read_u32_attr(data)
+            };
+            // SAFETY: The message is ours and no longer used.
+            unsafe { bindings::nlmsg_free(skb) };
+            assert_eq!(ret, 0);
+            assert_eq!(attr_read, Some((attr as u16, NL_MARK)));
+        }
+
+        // SAFETY: `mp_priv` points to a static `Counters`, and `rxq` is the device's queue.
+        unsafe { uninstall(mp_priv, rxq) };
+        assert_eq!(
+            (
+                COUNTERS.nl_fill.load(Relaxed),
+                COUNTERS.uninstall.load(Relaxed)
+            ),
+            (calls.0 + 2, calls.1 + 1)
+        );
+        Ok(())
     }
 }

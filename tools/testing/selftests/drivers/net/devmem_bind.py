@@ -11,11 +11,12 @@ flight), and the errors and extack of bad requests.
 Needs no hardware and no remote end. Environment:
 
   DEVMEM_PROVIDER  "c" or "rust" (default: whichever the kernel uses) the
-                   devmem memory provider to
-                   bind with, selected through
-                   /sys/kernel/debug/net_devmem/rust_provider (Y or N) when
-                   that file exists (CONFIG_NET_DEVMEM_RUST); a provider
-                   the kernel does not offer is a SKIP.
+                   devmem memory provider to bind with, selected through
+                   /sys/kernel/debug/net_devmem/rust_provider (Y or N), a
+                   SKIP without that file (CONFIG_NET_DEVMEM_PROVIDER_TEST
+                   kernels have it). The last case, provider_served,
+                   checks in net_devmem/calls that this provider, and
+                   only it, served the pools.
   UDMABUF_DEV      the udmabuf device making the dma-bufs (default
                    /dev/udmabuf), e.g. /dev/udmabuf_rs.
 """
@@ -28,12 +29,14 @@ import sys
 import time
 
 from lib.py import ksft_run, ksft_exit, ksft_pr
-from lib.py import ksft_eq, ksft_ge, ksft_in, ksft_not_in, ksft_raises, \
-    ksft_true
+from lib.py import ksft_eq, ksft_ge, ksft_gt, ksft_in, ksft_not_in, \
+    ksft_raises, ksft_true
+from lib.py import KsftSkipEx
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, NlError
 from lib.py import defer, ip
 
 PROVIDER_KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
+PROVIDER_CALLS = "/sys/kernel/debug/net_devmem/calls"
 
 NQ = 4                      # RX queues of each netdevsim device
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -54,6 +57,7 @@ class Cfg:
     def __init__(self, udmabuf, provider):
         self.udmabuf = udmabuf
         self.provider = provider
+        self.calls = provider_calls()
         # Only for queries: bindings are made on sockets of their own, so
         # that closing one unbinds.
         self.nf = NetdevFamily()
@@ -573,10 +577,10 @@ def skip_all(reason):
 def select_provider(want):
     """Writes @want to the provider knob; returns the value to restore."""
     if not os.path.exists(PROVIDER_KNOB):
-        if want != "c":
-            skip_all(f"provider {want!r}: no {PROVIDER_KNOB}, "
-                     "only the C provider")
-        return None
+        # The kernel has one provider, chosen in Kconfig, and no way to
+        # tell which.
+        skip_all(f"provider {want!r}: no {PROVIDER_KNOB} to select it "
+                 "(CONFIG_NET_DEVMEM_PROVIDER_TEST)")
     value = {"c": "N", "rust": "Y"}.get(want)
     if value is None:
         skip_all(f"unknown provider {want!r}")
@@ -590,6 +594,51 @@ def select_provider(want):
         print(f"# {PROVIDER_KNOB} reads {now!r} after writing {value!r}")
         sys.exit(1)
     return old
+
+
+def provider_calls():
+    """Returns {provider: [pools initialized, net_iovs allocated]} from the
+    provider call counters, or None without them."""
+    try:
+        with open(PROVIDER_CALLS, encoding="ascii") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return None
+    calls = {}
+    for line in lines:
+        # "<provider> init <n> alloc <n>"
+        name, _, inits, _, allocs = line.split()
+        calls[name] = [int(inits), int(allocs)]
+    return calls
+
+
+def check_provider_served(cfg, allocs=True):
+    """Checks that the provider selected served the pools made since
+    @cfg.calls was read (and handed out net_iovs, if @allocs), and that the
+    other provider was not called. The counters are global: nothing else
+    may bind dma-bufs meanwhile."""
+    after = provider_calls()
+    if cfg.calls is None or after is None:
+        raise KsftSkipEx(f"no {PROVIDER_CALLS}: which provider served is "
+                         "not known")
+    want = cfg.provider
+    if want is None:
+        with open(PROVIDER_KNOB, encoding="ascii") as f:
+            want = "rust" if f.read().strip() == "Y" else "c"
+    other = "c" if want == "rust" else "rust"
+    ksft_pr(f"calls before {cfg.calls}, after {after}")
+    ksft_gt(after[want][0], cfg.calls[want][0],
+            f"pools initialized by the {want} provider")
+    if allocs:
+        ksft_gt(after[want][1], cfg.calls[want][1],
+                f"net_iovs handed out by the {want} provider")
+    ksft_eq(after[other], cfg.calls[other],
+            f"calls to the {other} provider")
+
+
+def provider_served(cfg) -> None:
+    """The selected provider, and only it, served every case above."""
+    check_provider_served(cfg)
 
 
 def main() -> None:
@@ -619,7 +668,8 @@ def main() -> None:
                   bind_without_header_split,
                   bind_with_hds_thresh,
                   bind_bound_queue,
-                  reconfig_while_bound],
+                  reconfig_while_bound,
+                  provider_served],
                  args=(cfg, ))
     finally:
         if old is not None:

@@ -21,6 +21,8 @@ and bind-rx under allocation failures. Cases:
                      copy) of bind-rx with /proc/thread-self/fail-nth, and
                      checks the error and that nothing is left behind.
                      Needs CONFIG_FAILSLAB.
+  provider_served    the provider selected, and only it, served the cases
+                     above (debugfs net_devmem/calls).
 
 Sockets holding netmems are not covered: netdevsim never receives payload
 into provider memory, so no netmem ever reaches a socket.
@@ -46,8 +48,9 @@ from lib.py import ksft_eq, ksft_gt, ksft_in, ksft_not_in, ksft_true
 from lib.py import KsftSkipEx
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, Netlink
 from lib.py import defer, ip
+from devmem_bind import PROVIDER_KNOB, check_provider_served, \
+    provider_calls, select_provider, skip_all
 
-PROVIDER_KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
 BUFINFO = "/sys/kernel/debug/dma_buf/bufinfo"
 DEBUGFS = "/sys/kernel/debug"
 FAIL_NTH = "/proc/thread-self/fail-nth"
@@ -70,8 +73,10 @@ F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x0002)
 class Cfg:
     """What every case needs: the devices to use and a query socket."""
 
-    def __init__(self, udmabuf):
+    def __init__(self, udmabuf, provider):
         self.udmabuf = udmabuf
+        self.provider = provider
+        self.calls = provider_calls()
         self.nf = NetdevFamily()
         self.ethnl = EthtoolFamily()
 
@@ -692,29 +697,9 @@ def bind_fail_nth(cfg):
     ksft_pr(f"{faults} faults injected, errors: {dict(sweep.errors)}")
 
 
-# Provider and device selection
-
-def skip_all(reason):
-    print("TAP version 13")
-    print(f"1..0 # SKIP {reason}")
-    sys.exit(4)
-
-
-def select_provider(want):
-    """Writes @want to the provider knob; returns the value to restore."""
-    if not os.path.exists(PROVIDER_KNOB):
-        if want != "c":
-            skip_all(f"provider {want!r}: no {PROVIDER_KNOB}, "
-                     "only the C provider")
-        return None
-    value = {"c": "N", "rust": "Y"}.get(want)
-    if value is None:
-        skip_all(f"unknown provider {want!r}")
-    with open(PROVIDER_KNOB, encoding="ascii") as f:
-        old = f.read().strip()
-    with open(PROVIDER_KNOB, "w", encoding="ascii") as f:
-        f.write(value)
-    return old
+def provider_served(cfg) -> None:
+    """The selected provider, and only it, served every case above."""
+    check_provider_served(cfg)
 
 
 def main() -> None:
@@ -730,12 +715,13 @@ def main() -> None:
             print(f"# no {BUFINFO}: dma-buf attachments not checked")
     try:
         print(f"# provider {provider or 'default'}, dma-bufs from {udmabuf}")
-        cfg = Cfg(udmabuf)
+        cfg = Cfg(udmabuf, provider)
         ksft_run([release_order,
                   device_unregister,
                   process_exit,
                   rebind_churn,
-                  bind_fail_nth],
+                  bind_fail_nth,
+                  provider_served],
                  args=(cfg, ))
     finally:
         if old is not None:
