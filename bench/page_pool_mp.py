@@ -10,6 +10,8 @@ taking turns, their order rotated by the round's number:
   c     mp01/mp02: the pool of a netdevsim rx queue bound to a udmabuf
         dma-buf of hugetlb pages with the C devmem provider;
   rs    the same with the Rust provider (net_devmem/rust_provider=Y);
+        for c and rs, net_devmem/calls must show that the arm's provider,
+        and only it, initialized the module's pool and handed out net_iovs;
   X-aa  the A/A control of arm X: X again, under another name.
 
 and prints one line per sample: PP <fast-path|provider-path> <arm> <ns>.
@@ -33,6 +35,7 @@ os.chdir(os.path.join(KSFT, "drivers/net"))
 
 # pylint: disable=wrong-import-position
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, ip  # noqa: E402
+from devmem_bind import provider_calls  # noqa: E402
 
 KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
 CONTROL = "-aa"
@@ -84,6 +87,17 @@ def select(arm):
             sys.exit(f"{KNOB} does not read {want}")
 
 
+def served(arm, before, after):
+    """Checks that the provider of @arm, and only it, served the module's
+    pools and allocations (debugfs net_devmem/calls)."""
+    want, other = ("rust", "c") if arm == "rs" else ("c", "rust")
+    if before is None or after is None:
+        sys.exit("no net_devmem/calls: CONFIG_NET_DEVMEM_PROVIDER_TEST is off")
+    if (after[want][0] <= before[want][0] or after[want][1] <= before[want][1]
+            or after[other] != before[other]):
+        sys.exit(f"arm {arm}: provider calls went from {before} to {after}")
+
+
 def run_module(flags, ifindex):
     """Loads the module with the arms in @flags; returns {test: ns}."""
     subprocess.run(["dmesg", "-C"], check=True)
@@ -118,7 +132,9 @@ def main():
                 nl = NetdevFamily()
                 nl.bind_rx({"ifindex": dev["ifindex"], "fd": buf,
                             "queues": [{"id": 0, "type": "rx"}]})
+                before = provider_calls()
                 times = run_module([MP01, MP02], dev["ifindex"])
+                served(arm, before, provider_calls())
                 nl.close()
             for test, what in LINES[arm].items():
                 print(f"PP {what} {name} {times[test]}", flush=True)
