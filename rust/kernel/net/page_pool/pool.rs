@@ -254,7 +254,8 @@ impl Drop for PoolNetmem {
         // SAFETY: The netmem is valid, and belongs to a page pool, by the type invariants.
         let pp = unsafe { bindings::netmem_get_pp(self.0) };
         // SAFETY: The pool lives until its netmems come back, and the reference owned is given
-        // back; `false` keeps away from the allocating context's cache.
+        // back. With `false`, and no NAPI instance or CPU set for pools made here, the netmem
+        // does not go into the allocating context's cache.
         unsafe { bindings::page_pool_put_full_netmem(pp, self.0, false) };
     }
 }

@@ -319,17 +319,19 @@ impl<T: MemoryProvider> ProviderPool<T> {
 
 /// Room in a page pool's allocation cache for the net_iovs a provider's `alloc` lends at once,
 /// ahead of the pool's next allocations (`net_mp_netmem_place_in_cache()`), as io_uring's
-/// zero-copy receive does.
+/// zero-copy receive does. With the one `alloc` returns, a call lends at most
+/// `PP_ALLOC_CACHE_REFILL` net_iovs, as a pool refills its cache from its ring.
+///
+/// A provider whose pool keeps syncing ([`DmaSync::Keep`]) syncs what it places for the device:
+/// the pool does not sync what it takes from its cache.
 ///
 /// # Invariants
 ///
-/// `pool` is a valid page pool, in its allocating context while the object lives: nobody else
-/// uses its allocation cache. The cache has at least `room` free entries, and its last `placed`
-/// entries are net_iovs this object placed.
+/// `pool` is a valid page pool, in its allocating context while the object lives: only this
+/// object and the pool's own recycling in that context use its allocation cache.
 pub struct CacheRefill<'a> {
     pool: NonNull<bindings::page_pool>,
     room: u32,
-    placed: u32,
     _pool: PhantomData<&'a mut bindings::page_pool>,
 }
 
@@ -338,21 +340,22 @@ impl CacheRefill<'_> {
     ///
     /// `pool` is a valid page pool, in its allocating context while the object lives.
     unsafe fn new(pool: *mut bindings::page_pool) -> Self {
-        // SAFETY: By the safety requirements, the cache is ours to read.
-        let count = unsafe { (*pool).alloc.count };
-        // INVARIANT: A refill places at most `PP_ALLOC_CACHE_REFILL` entries, in the room left.
+        // INVARIANT: By the safety requirements.
         Self {
             // SAFETY: By the safety requirements, `pool` is valid, so not NULL.
             pool: unsafe { NonNull::new_unchecked(pool) },
-            room: bindings::PP_ALLOC_CACHE_SIZE
-                .saturating_sub(count)
-                .min(bindings::PP_ALLOC_CACHE_REFILL),
-            placed: 0,
+            room: bindings::PP_ALLOC_CACHE_REFILL - 1,
             _pool: PhantomData,
         }
     }
 
-    /// Returns how many more net_iovs [`CacheRefill::place`] takes.
+    /// Returns the allocation cache's entry count.
+    fn count(&self) -> *mut u32 {
+        // SAFETY: The pool is valid by the type invariants; no reference is made.
+        unsafe { &raw mut (*self.pool.as_ptr()).alloc.count }
+    }
+
+    /// Returns how many more net_iovs [`CacheRefill::place`] takes at most.
     #[inline]
     pub fn room(&self) -> u32 {
         self.room
@@ -369,33 +372,35 @@ impl CacheRefill<'_> {
     }
 
     /// Lends `niov` to the pool for one of its next allocations, placing it in the pool's cache,
-    /// or gives it back when the refill is full.
+    /// or gives it back when the refill or the cache is full.
     pub fn place(&mut self, niov: ProviderNetIov) -> Result<(), ProviderNetIov> {
-        if self.room == 0 {
+        // SAFETY: The cache is only used in the pool's allocating context, this one, by the type
+        // invariants.
+        let count = unsafe { *self.count() };
+        if self.room == 0 || count >= bindings::PP_ALLOC_CACHE_SIZE {
             return Err(niov);
         }
         let netmem = self.lend(niov);
-        // SAFETY: The pool is in its allocating context and its cache has room, by the type
-        // invariants.
+        // SAFETY: The pool is in its allocating context and its cache has room, checked above.
         unsafe { bindings::net_mp_netmem_place_in_cache(self.pool.as_ptr(), netmem) };
-        // INVARIANT: One entry less is free, and the last one is ours.
         self.room -= 1;
-        self.placed += 1;
         Ok(())
     }
 
-    /// Takes the last net_iov placed back out of the cache and returns its netmem, for the
-    /// allocation under way, or returns 0 if none was placed.
+    /// Takes a netmem out of the pool's cache for the allocation under way, as the pool would
+    /// for its next one, or returns 0 if the cache is empty: for a provider that placed net_iovs
+    /// but returned none.
     fn take_back(&mut self) -> bindings::netmem_ref {
-        if self.placed == 0 {
-            return 0;
+        let count = self.count();
+        // SAFETY: The cache is only used in the pool's allocating context, this one, by the type
+        // invariants, and its first `count` entries are netmems the pool accounted for.
+        unsafe {
+            if *count == 0 {
+                return 0;
+            }
+            *count -= 1;
+            (*self.pool.as_ptr()).alloc.cache[*count as usize]
         }
-        // SAFETY: The cache is ours, by the type invariants.
-        let cache = unsafe { &mut (*self.pool.as_ptr()).alloc };
-        // INVARIANT: The entry taken is the last this object placed; `room` stays a lower bound.
-        self.placed -= 1;
-        cache.count -= 1;
-        cache.cache[cache.count as usize]
     }
 }
 
@@ -1032,16 +1037,21 @@ mod tests {
         // SAFETY: `dev` is locked, has queue 0 and outlives the pool (we wait for `destroy`).
         let mut pool = unsafe { PagePool::new_for_rx_queue(params, dev.as_raw(), 0)? };
         let mut held = KVec::<PoolNetmem>::new();
-        for _ in 0..10 {
-            let netmem = pool.alloc_netmem(GFP_KERNEL).ok_or(ENOMEM)?;
-            let NetmemKind::NetIov(niov) = netmem.netmem().kind() else {
-                return Err(EINVAL);
-            };
-            assert!(COUNTERS.index_of(niov).is_some());
-            assert_eq!(netmem.netmem().pp_ref_count(), 1);
-            held.push(netmem, GFP_KERNEL)?;
-        }
+        let allocated = (|| -> Result {
+            for _ in 0..10 {
+                let netmem = pool.alloc_netmem(GFP_KERNEL).ok_or(ENOMEM)?;
+                let NetmemKind::NetIov(niov) = netmem.netmem().kind() else {
+                    return Err(EINVAL);
+                };
+                assert!(COUNTERS.index_of(niov).is_some());
+                assert_eq!(netmem.netmem().pp_ref_count(), 1);
+                held.push(netmem, GFP_KERNEL)?;
+            }
+            Ok(())
+        })();
+        // Whatever happened, the other tests get single net_iovs again.
         COUNTERS.bulk.store(1, Relaxed);
+        allocated?;
         assert_eq!(COUNTERS.alloc.load(Relaxed), alloc + 3);
         assert_eq!(
             COUNTERS.free.load(Relaxed).count_ones() as usize,
