@@ -35,7 +35,7 @@ os.chdir(os.path.join(KSFT, "drivers/net"))
 
 # pylint: disable=wrong-import-position
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, ip  # noqa: E402
-from devmem_bind import provider_calls  # noqa: E402
+from devmem_lib import provider_calls  # noqa: E402
 
 KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
 CONTROL = "-aa"

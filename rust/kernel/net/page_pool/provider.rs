@@ -894,17 +894,65 @@ mod tests {
         COUNTERS.destroy.load(ordering::Acquire)
     }
 
+    /// A test device whose queue has `Counting` installed, removed when the fixture is dropped,
+    /// also when a test fails half-way.
+    struct Fixture {
+        // Dropped first: the device's parent outlives it.
+        dev: TestNetdev,
+        parent: faux::Registration,
+        /// The provider calls before the install.
+        calls0: [u32; 4],
+    }
+
+    impl Fixture {
+        fn new() -> Result<Self> {
+            let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
+            let dev = TestNetdev::new(parent.as_ref().as_ref())?;
+            let calls0 = COUNTERS.calls();
+            // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
+            unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS)? };
+            Ok(Self {
+                dev,
+                parent,
+                calls0,
+            })
+        }
+
+        fn bound(&self) -> &Device<Bound> {
+            self.parent.as_ref().as_ref()
+        }
+
+        /// Creates a pool of the queue, which takes the provider.
+        fn pool(&self) -> Result<PagePool> {
+            let params =
+                Params::new().dma(self.bound(), DataDirection::FromDevice, PAGE_SIZE as u32);
+            // SAFETY: The device is locked, has queue 0 and outlives the pool: the tests wait for
+            // the pool's `destroy`.
+            unsafe { PagePool::new_for_rx_queue(params, self.dev.as_raw(), 0) }
+        }
+
+        /// Removes the provider from the queue.
+        fn uninstall(&self) {
+            if self.dev.provider_installed() {
+                // SAFETY: The device is locked and `Counting` installed on queue 0 with
+                // `COUNTERS`.
+                unsafe { close_rx_queue::<Counting>(self.dev.as_raw(), 0, &COUNTERS) };
+            }
+        }
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            self.uninstall();
+        }
+    }
+
     #[test]
     fn provider_pool_lifecycle() -> Result {
-        let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
-        let bound: &Device<Bound> = parent.as_ref().as_ref();
-        let dev = TestNetdev::new(bound)?;
-        let calls0 = COUNTERS.calls();
-
         // Installing restarts the queue: its new pool gets `init`, and, as the device is down,
         // is destroyed at once.
-        // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
-        unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS)? };
+        let fx = Fixture::new()?;
+        let (dev, calls0) = (&fx.dev, fx.calls0);
         assert!(dev.provider_installed());
         let [init, destroy, alloc, release] = COUNTERS.calls();
         assert_eq!(
@@ -913,14 +961,12 @@ mod tests {
         );
 
         // A second install on the same queue is refused.
-        // SAFETY: As above.
+        // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
         let again = unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS) };
         assert_eq!(again, Err(EEXIST));
 
         // A pool of the queue takes the provider: every netmem is one of its net_iovs.
-        let params = Params::new().dma(bound, DataDirection::FromDevice, PAGE_SIZE as u32);
-        // SAFETY: `dev` is locked, has queue 0 and outlives the pool (we wait for `destroy`).
-        let mut pool = unsafe { PagePool::new_for_rx_queue(params, dev.as_raw(), 0)? };
+        let mut pool = fx.pool()?;
         assert_eq!(COUNTERS.init.load(Relaxed), init + 1);
         let mut held = KVec::<PoolNetmem>::new();
         for _ in 0..8 {
@@ -970,8 +1016,7 @@ mod tests {
         }
 
         // Removing the provider restarts the queue with pages: no more calls.
-        // SAFETY: `dev` is locked and `Counting` installed on queue 0 with `COUNTERS`.
-        unsafe { close_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS) };
+        fx.uninstall();
         assert!(!dev.provider_installed());
         assert_eq!(
             COUNTERS.calls(),
@@ -980,12 +1025,14 @@ mod tests {
         Ok(())
     }
 
-    /// Allocates from a new pool of `dev`'s queue until the provider runs dry.
-    fn drain(dev: &TestNetdev, bound: &Device<Bound>) -> Result<(PagePool, KVec<PoolNetmem>)> {
-        let params = Params::new().dma(bound, DataDirection::FromDevice, PAGE_SIZE as u32);
-        // SAFETY: `dev` is locked, has queue 0 and outlives the pool (the test waits for
-        // `destroy`).
-        let mut pool = unsafe { PagePool::new_for_rx_queue(params, dev.as_raw(), 0)? };
+    #[test]
+    fn provider_running_dry() -> Result {
+        let fx = Fixture::new()?;
+        let [_, destroy, alloc, _] = COUNTERS.calls();
+
+        // Every net_iov is handed out once; then the provider has none and the pool none to give,
+        // which the pool reports as a failed allocation, having asked the provider once more.
+        let mut pool = fx.pool()?;
         let mut held = KVec::new();
         while let Some(netmem) = pool.alloc_netmem(GFP_KERNEL) {
             held.push(netmem, GFP_KERNEL)?;
@@ -993,21 +1040,6 @@ mod tests {
                 break;
             }
         }
-        Ok((pool, held))
-    }
-
-    #[test]
-    fn provider_running_dry() -> Result {
-        let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
-        let bound: &Device<Bound> = parent.as_ref().as_ref();
-        let dev = TestNetdev::new(bound)?;
-        // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
-        unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS)? };
-        let [_, destroy, alloc, _] = COUNTERS.calls();
-
-        // Every net_iov is handed out once; then the provider has none and the pool none to give,
-        // which the pool reports as a failed allocation, having asked the provider once more.
-        let (pool, held) = drain(&dev, bound)?;
         assert_eq!(held.len(), NR_NIOVS);
         assert_eq!(COUNTERS.free.load(Relaxed), 0);
         assert_eq!(COUNTERS.alloc.load(Relaxed), alloc + NR_NIOVS as u32 + 1);
@@ -1016,26 +1048,18 @@ mod tests {
         drop(held);
         assert_eq!(wait_for_destroy(destroy + 1), destroy + 1);
         assert_eq!(COUNTERS.free.load(Relaxed), ALL_FREE);
-        // SAFETY: `dev` is locked and `Counting` installed on queue 0 with `COUNTERS`.
-        unsafe { close_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS) };
         Ok(())
     }
 
     #[test]
     fn provider_bulk_refill() -> Result {
-        let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
-        let bound: &Device<Bound> = parent.as_ref().as_ref();
-        let dev = TestNetdev::new(bound)?;
-        // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
-        unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS)? };
+        let fx = Fixture::new()?;
         let [_, destroy, alloc, _] = COUNTERS.calls();
         COUNTERS.bulk.store(4, Relaxed);
 
         // Each provider call lends four net_iovs: one for the allocation, three placed in the
         // pool's cache for the next allocations, which do not call the provider.
-        let params = Params::new().dma(bound, DataDirection::FromDevice, PAGE_SIZE as u32);
-        // SAFETY: `dev` is locked, has queue 0 and outlives the pool (we wait for `destroy`).
-        let mut pool = unsafe { PagePool::new_for_rx_queue(params, dev.as_raw(), 0)? };
+        let mut pool = fx.pool()?;
         let mut held = KVec::<PoolNetmem>::new();
         let allocated = (|| -> Result {
             for _ in 0..10 {
@@ -1064,8 +1088,6 @@ mod tests {
         drop(held);
         assert_eq!(wait_for_destroy(destroy + 1), destroy + 1);
         assert_eq!(COUNTERS.free.load(Relaxed), ALL_FREE);
-        // SAFETY: `dev` is locked and `Counting` installed on queue 0 with `COUNTERS`.
-        unsafe { close_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS) };
         Ok(())
     }
 
@@ -1090,11 +1112,9 @@ mod tests {
         };
         assert!(ops.alloc_netmems.is_some() && ops.release_netmem.is_some());
 
-        let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
-        let bound: &Device<Bound> = parent.as_ref().as_ref();
-        let dev = TestNetdev::new(bound)?;
+        let fx = Fixture::new()?;
         // SAFETY: The device has one rx queue, `_rx[0]`.
-        let rxq = unsafe { (*dev.as_raw())._rx };
+        let rxq = unsafe { (*fx.dev.as_raw())._rx };
         let mp_priv = core::ptr::from_ref(&COUNTERS).cast_mut().cast();
         let calls = (
             COUNTERS.nl_fill.load(Relaxed),

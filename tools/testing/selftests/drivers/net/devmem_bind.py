@@ -22,33 +22,17 @@ Needs no hardware and no remote end. Environment:
 """
 
 import errno
-import fcntl
 import os
-import struct
 import sys
-import time
 
 from lib.py import ksft_run, ksft_exit, ksft_pr
-from lib.py import ksft_eq, ksft_ge, ksft_gt, ksft_in, ksft_not_in, \
-    ksft_raises, ksft_true
-from lib.py import KsftSkipEx
-from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, NlError
+from lib.py import ksft_eq, ksft_ge, ksft_in, ksft_not_in, ksft_raises, \
+    ksft_true
+from lib.py import EthtoolFamily, NetdevFamily, NlError
 from lib.py import defer, ip
-
-PROVIDER_KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
-PROVIDER_CALLS = "/sys/kernel/debug/net_devmem/calls"
-
-NQ = 4                      # RX queues of each netdevsim device
-PAGE = os.sysconf("SC_PAGE_SIZE")
-DMABUF_PAGES = 64
-
-# include/uapi/linux/udmabuf.h
-UDMABUF_CREATE_FMT = "=IIQQ"  # memfd, flags, offset, size
-UDMABUF_CREATE = (1 << 30) | (struct.calcsize(UDMABUF_CREATE_FMT) << 16) | \
-    (ord('u') << 8) | 0x42   # _IOW('u', 0x42, struct udmabuf_create)
-UDMABUF_FLAGS_CLOEXEC = 0x01
-F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
-F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x0002)
+from devmem_lib import NQ, PAGE, bind, bind_req, mp_pools, \
+    new_dmabuf, new_nsim, provider_calls, provider_served, \
+    restore_provider, rxq, select_provider, skip_all, wait_for
 
 
 class Cfg:
@@ -64,78 +48,7 @@ class Cfg:
         self.ethnl = EthtoolFamily()
 
 
-class DmaBuf:
-    """A dma-buf from UDMABUF_CREATE over a sealed memfd of @pages pages."""
-
-    def __init__(self, dev, pages=DMABUF_PAGES):
-        self.fd = -1
-        self.memfd = os.memfd_create("devmem_bind", os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(self.memfd, pages * PAGE)
-            fcntl.fcntl(self.memfd, F_ADD_SEALS, F_SEAL_SHRINK)
-            devfd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                arg = bytearray(struct.pack(UDMABUF_CREATE_FMT, self.memfd,
-                                            UDMABUF_FLAGS_CLOEXEC, 0,
-                                            pages * PAGE))
-                # A mutable buffer: ioctl() returns the syscall's result,
-                # here the new dma-buf fd.
-                self.fd = fcntl.ioctl(devfd, UDMABUF_CREATE, arg, True)
-            finally:
-                os.close(devfd)
-        except BaseException:
-            self.close()
-            raise
-
-    def close(self):
-        for name in ("fd", "memfd"):
-            fd = getattr(self, name)
-            if fd >= 0:
-                os.close(fd)
-                setattr(self, name, -1)
-
-
 # Helpers
-
-def new_nsim(cfg, up=True, hds="enabled", hds_thresh=None):
-    """A netdevsim port with NQ queues, removed at the end of the case."""
-    nsimdev = NetdevSimDev(queue_count=NQ)
-    defer(nsimdev.remove)
-    nsim = nsimdev.nsims[0]
-    rings = {}
-    if hds is not None:
-        rings["tcp-data-split"] = hds
-    if hds_thresh is not None:
-        rings["hds-thresh"] = hds_thresh
-    if rings:
-        cfg.ethnl.rings_set({"header": {"dev-index": nsim.ifindex}, **rings})
-    if up:
-        ip(f"link set dev {nsim.ifname} up")
-    return nsim
-
-
-def new_dmabuf(cfg, pages=DMABUF_PAGES):
-    buf = DmaBuf(cfg.udmabuf, pages)
-    defer(buf.close)
-    return buf
-
-
-def bind_req(ifindex, fd, queues, qtype="rx"):
-    return {"ifindex": ifindex, "fd": fd,
-            "queues": [{"id": q, "type": qtype} for q in queues]}
-
-
-def bind(nl, nsim, buf, queues):
-    """Binds @buf to @queues of @nsim on socket @nl; returns the dmabuf id."""
-    rsp = nl.bind_rx(bind_req(nsim.ifindex, buf.fd, queues))
-    ksft_in("id", rsp)
-    return rsp["id"]
-
-
-def rxq(cfg, nsim, qid):
-    return cfg.nf.queue_get({"ifindex": nsim.ifindex, "id": qid,
-                             "type": "rx"})
-
 
 def dev_pools(cfg, nsim):
     """The page pools of @nsim's queues (the filtered dump)."""
@@ -144,12 +57,6 @@ def dev_pools(cfg, nsim):
 
 def attached_pools(cfg, nsim):
     return [p for p in dev_pools(cfg, nsim) if "detach-time" not in p]
-
-
-def mp_pools(cfg, dmabuf_id):
-    """Every pool, detached or orphaned ones too, of binding @dmabuf_id."""
-    return [p for p in cfg.nf.page_pool_get({}, dump=True)
-            if p.get("dmabuf") == dmabuf_id]
 
 
 def pool_stats(cfg, nsim, pool_id):
@@ -172,16 +79,6 @@ def unused_fd():
                 return fd
             raise
         fd += 1
-
-
-def wait_for(cond, deadline=3.0):
-    """Page pools with buffers in flight are retried once a second."""
-    end = time.monotonic() + deadline
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def check_nl_error(cm, err, msg=None, bad_attr=None, miss_type=None):
@@ -207,9 +104,9 @@ def check_unbound(cfg, nsim, dmabuf_id=None):
                                  if "dmabuf" in p])
     ksft_true(gone, f"provider pools left: {dev_pools(cfg, nsim)}")
     if dmabuf_id is not None:
-        gone = wait_for(lambda: not mp_pools(cfg, dmabuf_id))
+        gone = wait_for(lambda: not mp_pools(cfg, {dmabuf_id}))
         ksft_true(gone, f"pools of dmabuf {dmabuf_id} left: "
-                  f"{mp_pools(cfg, dmabuf_id)}")
+                  f"{mp_pools(cfg, {dmabuf_id})}")
 
 
 def check_provider_pool(cfg, nsim, dmabuf_id, qid, before_ids):
@@ -217,7 +114,7 @@ def check_provider_pool(cfg, nsim, dmabuf_id, qid, before_ids):
     q = rxq(cfg, nsim, qid)
     ksft_eq(q.get("dmabuf"), dmabuf_id, comment=f"queue {qid}")
     ksft_in("napi-id", q)
-    pools = [p for p in mp_pools(cfg, dmabuf_id)
+    pools = [p for p in mp_pools(cfg, {dmabuf_id})
              if p.get("napi-id") == q.get("napi-id")]
     ksft_eq(len(pools), 1, comment=f"provider pool of queue {qid}")
     if len(pools) != 1:
@@ -245,7 +142,7 @@ def bind_one_queue(cfg):
         check_provider_pool(cfg, nsim, dmabuf_id, 1, before)
         for q in (0, 2, 3):
             ksft_not_in("dmabuf", rxq(cfg, nsim, q), comment=f"queue {q}")
-        ksft_eq(len(mp_pools(cfg, dmabuf_id)), 1)
+        ksft_eq(len(mp_pools(cfg, {dmabuf_id})), 1)
         # The provider pool replaced queue 1's pool, it did not add one.
         ksft_eq(len(attached_pools(cfg, nsim)), len(before))
 
@@ -264,7 +161,7 @@ def bind_two_queues(cfg):
         dmabuf_id = bind(nl, nsim, buf, [0, 2])
         p0 = check_provider_pool(cfg, nsim, dmabuf_id, 0, before)
         p2 = check_provider_pool(cfg, nsim, dmabuf_id, 2, before)
-        ksft_eq(len(mp_pools(cfg, dmabuf_id)), 2)
+        ksft_eq(len(mp_pools(cfg, {dmabuf_id})), 2)
         if p0 and p2:
             ksft_true(p0["id"] != p2["id"])
         for q in (1, 3):
@@ -309,7 +206,7 @@ def bind_down_then_up(cfg):
         check_provider_pool(cfg, nsim, dmabuf_id, 1, set())
 
         ip(f"link set dev {nsim.ifname} down")
-        ksft_true(wait_for(lambda: not mp_pools(cfg, dmabuf_id)),
+        ksft_true(wait_for(lambda: not mp_pools(cfg, {dmabuf_id})),
                   "provider pool destroyed at close")
 
         ip(f"link set dev {nsim.ifname} up")
@@ -342,7 +239,7 @@ def alloc_from_provider(cfg):
         return sum(new.get(k, 0) - old.get(k, 0) for k in keys)
 
     def inflight(pool_id):
-        p = [p for p in mp_pools(cfg, dmabuf_id) if p["id"] == pool_id]
+        p = [p for p in mp_pools(cfg, {dmabuf_id}) if p["id"] == pool_id]
         ksft_eq(len(p), 1, comment=f"pool {pool_id} listed")
         return p[0] if p else {}
 
@@ -402,7 +299,7 @@ def unbind_with_buffer_in_flight(cfg):
     nl.close()
     ksft_not_in("dmabuf", rxq(cfg, nsim, 0))
     ksft_eq(len(attached_pools(cfg, nsim)), len(before))
-    left = mp_pools(cfg, dmabuf_id)
+    left = mp_pools(cfg, {dmabuf_id})
     ksft_eq(len(left), 1, comment="the provider pool waits for its buffer")
     if left and pool:
         ksft_eq(left[0]["id"], pool["id"])
@@ -568,79 +465,6 @@ def reconfig_while_bound(cfg):
 
 # Provider and device selection
 
-def skip_all(reason):
-    print("TAP version 13")
-    print(f"1..0 # SKIP {reason}")
-    sys.exit(4)
-
-
-def select_provider(want):
-    """Writes @want to the provider knob; returns the value to restore."""
-    if not os.path.exists(PROVIDER_KNOB):
-        # The kernel has one provider, chosen in Kconfig, and no way to
-        # tell which.
-        skip_all(f"provider {want!r}: no {PROVIDER_KNOB} to select it "
-                 "(CONFIG_NET_DEVMEM_PROVIDER_TEST)")
-    value = {"c": "N", "rust": "Y"}.get(want)
-    if value is None:
-        skip_all(f"unknown provider {want!r}")
-    with open(PROVIDER_KNOB, encoding="ascii") as f:
-        old = f.read().strip()
-    with open(PROVIDER_KNOB, "w", encoding="ascii") as f:
-        f.write(value)
-    with open(PROVIDER_KNOB, encoding="ascii") as f:
-        now = f.read().strip()
-    if now != value:
-        print(f"# {PROVIDER_KNOB} reads {now!r} after writing {value!r}")
-        sys.exit(1)
-    return old
-
-
-def provider_calls():
-    """Returns {provider: [pools initialized, net_iovs allocated]} from the
-    provider call counters, or None without them."""
-    try:
-        with open(PROVIDER_CALLS, encoding="ascii") as f:
-            lines = f.read().splitlines()
-    except FileNotFoundError:
-        return None
-    calls = {}
-    for line in lines:
-        # "<provider> init <n> alloc <n>"
-        name, _, inits, _, allocs = line.split()
-        calls[name] = [int(inits), int(allocs)]
-    return calls
-
-
-def check_provider_served(cfg, allocs=True):
-    """Checks that the provider selected served the pools made since
-    @cfg.calls was read (and handed out net_iovs, if @allocs), and that the
-    other provider was not called. The counters are global: nothing else
-    may bind dma-bufs meanwhile."""
-    after = provider_calls()
-    if cfg.calls is None or after is None:
-        raise KsftSkipEx(f"no {PROVIDER_CALLS}: which provider served is "
-                         "not known")
-    want = cfg.provider
-    if want is None:
-        with open(PROVIDER_KNOB, encoding="ascii") as f:
-            want = "rust" if f.read().strip() == "Y" else "c"
-    other = "c" if want == "rust" else "rust"
-    ksft_pr(f"calls before {cfg.calls}, after {after}")
-    ksft_gt(after[want][0], cfg.calls[want][0],
-            f"pools initialized by the {want} provider")
-    if allocs:
-        ksft_gt(after[want][1], cfg.calls[want][1],
-                f"net_iovs handed out by the {want} provider")
-    ksft_eq(after[other], cfg.calls[other],
-            f"calls to the {other} provider")
-
-
-def provider_served(cfg) -> None:
-    """The selected provider, and only it, served every case above."""
-    check_provider_served(cfg)
-
-
 def main() -> None:
     provider = os.environ.get("DEVMEM_PROVIDER")
     udmabuf = os.environ.get("UDMABUF_DEV", "/dev/udmabuf")
@@ -672,9 +496,7 @@ def main() -> None:
                   provider_served],
                  args=(cfg, ))
     finally:
-        if old is not None:
-            with open(PROVIDER_KNOB, "w", encoding="ascii") as f:
-                f.write(old)
+        restore_provider(old)
     ksft_exit()
 
 

@@ -32,7 +32,6 @@ DEVMEM_PROVIDER ("c" or "rust") and UDMABUF_DEV (default /dev/udmabuf).
 """
 
 import errno
-import fcntl
 import mmap
 import os
 import select
@@ -40,34 +39,23 @@ import signal
 import socket
 import struct
 import sys
-import time
 from collections import Counter
 
 from lib.py import ksft_run, ksft_exit, ksft_pr, ksft_variants
 from lib.py import ksft_eq, ksft_gt, ksft_in, ksft_not_in, ksft_true
 from lib.py import KsftSkipEx
-from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, Netlink
+from lib.py import EthtoolFamily, NetdevFamily, Netlink
 from lib.py import defer, ip
-from devmem_bind import PROVIDER_KNOB, check_provider_served, \
-    provider_calls, select_provider, skip_all
+from devmem_lib import NQ, PAGE, DmaBuf, bind, bind_req, mp_pools, \
+    new_dmabuf, new_nsim, provider_calls, provider_served, \
+    restore_provider, rxq, select_provider, skip_all, wait_for
 
 BUFINFO = "/sys/kernel/debug/dma_buf/bufinfo"
 DEBUGFS = "/sys/kernel/debug"
 FAIL_NTH = "/proc/thread-self/fail-nth"
 
-NQ = 4                      # RX queues of each netdevsim device
-PAGE = os.sysconf("SC_PAGE_SIZE")
-DMABUF_PAGES = 64
 CHURN = 50
 FAIL_NTH_MAX = 20000
-
-# include/uapi/linux/udmabuf.h
-UDMABUF_CREATE_FMT = "=IIQQ"  # memfd, flags, offset, size
-UDMABUF_CREATE = (1 << 30) | (struct.calcsize(UDMABUF_CREATE_FMT) << 16) | \
-    (ord('u') << 8) | 0x42   # _IOW('u', 0x42, struct udmabuf_create)
-UDMABUF_FLAGS_CLOEXEC = 0x01
-F_ADD_SEALS = getattr(fcntl, "F_ADD_SEALS", 1033)
-F_SEAL_SHRINK = getattr(fcntl, "F_SEAL_SHRINK", 0x0002)
 
 
 class Cfg:
@@ -81,95 +69,7 @@ class Cfg:
         self.ethnl = EthtoolFamily()
 
 
-class DmaBuf:
-    """A dma-buf from UDMABUF_CREATE over a sealed memfd of @pages pages."""
-
-    def __init__(self, dev, pages=DMABUF_PAGES):
-        self.fd = -1
-        self.memfd = os.memfd_create("devmem_lifetime", os.MFD_ALLOW_SEALING)
-        try:
-            os.ftruncate(self.memfd, pages * PAGE)
-            fcntl.fcntl(self.memfd, F_ADD_SEALS, F_SEAL_SHRINK)
-            devfd = os.open(dev, os.O_RDWR | os.O_CLOEXEC)
-            try:
-                arg = bytearray(struct.pack(UDMABUF_CREATE_FMT, self.memfd,
-                                            UDMABUF_FLAGS_CLOEXEC, 0,
-                                            pages * PAGE))
-                self.fd = fcntl.ioctl(devfd, UDMABUF_CREATE, arg, True)
-            finally:
-                os.close(devfd)
-            # Names the dma-buf in debugfs, after its fd is gone too.
-            self.ino = os.fstat(self.fd).st_ino
-        except BaseException:
-            self.close()
-            raise
-
-    def close_fd(self):
-        """Closes the dma-buf fd only, keeping the memfd."""
-        if self.fd >= 0:
-            os.close(self.fd)
-            self.fd = -1
-
-    def close(self):
-        self.close_fd()
-        if self.memfd >= 0:
-            os.close(self.memfd)
-            self.memfd = -1
-
-
 # Helpers
-
-def new_nsim(cfg):
-    """An up netdevsim port with NQ queues and tcp-data-split on, removed at
-    the end of the case."""
-    nsimdev = NetdevSimDev(queue_count=NQ)
-    defer(nsimdev.remove)
-    nsim = nsimdev.nsims[0]
-    cfg.ethnl.rings_set({"header": {"dev-index": nsim.ifindex},
-                         "tcp-data-split": "enabled"})
-    ip(f"link set dev {nsim.ifname} up")
-    return nsim
-
-
-def new_dmabuf(cfg):
-    buf = DmaBuf(cfg.udmabuf)
-    defer(buf.close)
-    return buf
-
-
-def bind_req(ifindex, fd, queues):
-    return {"ifindex": ifindex, "fd": fd,
-            "queues": [{"id": q, "type": "rx"} for q in queues]}
-
-
-def bind(nl, nsim, buf, queues):
-    """Binds @buf to @queues of @nsim on socket @nl; returns the dmabuf id."""
-    rsp = nl.bind_rx(bind_req(nsim.ifindex, buf.fd, queues))
-    ksft_in("id", rsp)
-    return rsp["id"]
-
-
-def rxq(cfg, nsim, qid):
-    return cfg.nf.queue_get({"ifindex": nsim.ifindex, "id": qid,
-                             "type": "rx"})
-
-
-def mp_pools(cfg, ids=None):
-    """Every pool of a binding (of one of @ids), detached or orphaned too."""
-    return [p for p in cfg.nf.page_pool_get({}, dump=True)
-            if "dmabuf" in p and (ids is None or p["dmabuf"] in ids)]
-
-
-def wait_for(cond, deadline=5.0):
-    """Pools with netmems out are retried once a second, bindings and
-    dma-bufs are freed from work items."""
-    end = time.monotonic() + deadline
-    while not cond():
-        if time.monotonic() > end:
-            return False
-        time.sleep(0.05)
-    return True
-
 
 def check_bound(cfg, nsim, dmabuf_id, qid):
     """Queue @qid reports @dmabuf_id and has an attached pool of it."""
@@ -697,11 +597,6 @@ def bind_fail_nth(cfg):
     ksft_pr(f"{faults} faults injected, errors: {dict(sweep.errors)}")
 
 
-def provider_served(cfg) -> None:
-    """The selected provider, and only it, served every case above."""
-    check_provider_served(cfg)
-
-
 def main() -> None:
     provider = os.environ.get("DEVMEM_PROVIDER")
     udmabuf = os.environ.get("UDMABUF_DEV", "/dev/udmabuf")
@@ -724,9 +619,7 @@ def main() -> None:
                   provider_served],
                  args=(cfg, ))
     finally:
-        if old is not None:
-            with open(PROVIDER_KNOB, "w", encoding="ascii") as f:
-                f.write(old)
+        restore_provider(old)
     ksft_exit()
 
 
