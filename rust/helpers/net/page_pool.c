@@ -53,8 +53,9 @@ __rust_helper void rust_helper_netdev_unlock(struct net_device *dev)
 	netdev_unlock(dev);
 }
 
-__rust_helper void rust_helper_net_mp_netmem_place_in_cache(struct page_pool *pool,
-							   netmem_ref netmem)
+__rust_helper void
+rust_helper_net_mp_netmem_place_in_cache(struct page_pool *pool,
+					 netmem_ref netmem)
 {
 	net_mp_netmem_place_in_cache(pool, netmem);
 }
