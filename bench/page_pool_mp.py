@@ -10,8 +10,11 @@ taking turns, their order rotated by the round's number:
   c     mp01/mp02: the pool of a netdevsim rx queue bound to a udmabuf
         dma-buf of hugetlb pages with the C devmem provider;
   rs    the same with the Rust provider (net_devmem/rust_provider=Y);
-        for c and rs, net_devmem/calls must show that the arm's provider,
-        and only it, initialized the module's pool and handed out net_iovs;
+  c-fl, rs-fl  the same with the free-list variants of the two providers
+        (net_devmem/freelist=Y): the provider calls without the genpool;
+        for every arm but none, net_devmem/calls must show that the arm's
+        provider, and only it, initialized the module's pool and handed
+        out net_iovs;
   X-aa  the A/A control of arm X: X again, under another name.
 
 and prints one line per sample: PP <fast-path|provider-path> <arm> <ns>.
@@ -37,7 +40,14 @@ os.chdir(os.path.join(KSFT, "drivers/net"))
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, ip  # noqa: E402
 from devmem_lib import provider_calls  # noqa: E402
 
-KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
+KNOBS = "/sys/kernel/debug/net_devmem/"
+# Per provider arm: its name in net_devmem/calls, and the knobs selecting it.
+PROVIDERS = {
+    "c": ("c", {"rust_provider": "N", "freelist": "N"}),
+    "rs": ("rust", {"rust_provider": "Y", "freelist": "N"}),
+    "c-fl": ("c-freelist", {"rust_provider": "N", "freelist": "Y"}),
+    "rs-fl": ("rust-freelist", {"rust_provider": "Y", "freelist": "Y"}),
+}
 CONTROL = "-aa"
 REPEAT = 3
 # bench_page_pool_simple.c's run_flags bits.
@@ -48,7 +58,8 @@ LINES = {
              "mp04-no-provider-slow-path": "provider-path"},
     "c": {"mp01-fast-path": "fast-path", "mp02-provider-path": "provider-path"},
 }
-LINES["rs"] = LINES["c"]
+for _arm in PROVIDERS:
+    LINES[_arm] = LINES["c"]
 for _arm in ARMS:
     if _arm.removesuffix(CONTROL) not in LINES:
         sys.exit(f"unknown arm {_arm}: one of {', '.join(LINES)}, or one of them + {CONTROL}")
@@ -79,22 +90,23 @@ def dmabuf(size):
 
 def select(arm):
     """Makes new bindings use the provider of @arm, and checks it took."""
-    want = "Y" if arm == "rs" else "N"
-    with open(KNOB, "w", encoding="ascii") as f:
-        f.write(want)
-    with open(KNOB, encoding="ascii") as f:
-        if f.read().strip() != want:
-            sys.exit(f"{KNOB} does not read {want}")
+    for knob, want in PROVIDERS[arm][1].items():
+        with open(KNOBS + knob, "w", encoding="ascii") as f:
+            f.write(want)
+        with open(KNOBS + knob, encoding="ascii") as f:
+            if f.read().strip() != want:
+                sys.exit(f"{KNOBS + knob} does not read {want}")
 
 
 def served(arm, before, after):
     """Checks that the provider of @arm, and only it, served the module's
     pools and allocations (debugfs net_devmem/calls)."""
-    want, other = ("rust", "c") if arm == "rs" else ("c", "rust")
+    want = PROVIDERS[arm][0]
     if before is None or after is None:
         sys.exit("no net_devmem/calls: CONFIG_NET_DEVMEM_PROVIDER_TEST is off")
+    others = [p for p in after if p != want]
     if (after[want][0] <= before[want][0] or after[want][1] <= before[want][1]
-            or after[other] != before[other]):
+            or any(after[p] != before.get(p) for p in others)):
         sys.exit(f"arm {arm}: provider calls went from {before} to {after}")
 
 
@@ -139,6 +151,8 @@ def main():
             for test, what in LINES[arm].items():
                 print(f"PP {what} {name} {times[test]}", flush=True)
     finally:
+        if len(ARMS) > 1 or ARMS[0] != "none":
+            select("rs")  # the kernel's default again
         os.close(buf)
         nsim.remove()
 

@@ -69,6 +69,10 @@ impl kernel::ModuleMetadata for LocalModule {
 
 struct Devmem;
 
+/// What [`Devmem`] counts its calls as.
+const PROVIDER: bindings::net_devmem_provider =
+    bindings::net_devmem_provider_NET_DEVMEM_PROVIDER_RUST;
+
 kernel::memory_provider_ops! {
     /// The provider's ops table, which `devmem.c` installs on rx queues.
     #[no_mangle]
@@ -82,19 +86,70 @@ fn warn_once(warned: &Atomic<bool>) {
     }
 }
 
-/// Counts a call in debugfs, in kernels that compare the two providers.
+/// Counts a call of `provider` in debugfs, in kernels that compare the providers.
 #[inline]
-fn count_call(call: bindings::net_devmem_call) {
+fn count_call(provider: bindings::net_devmem_provider, call: bindings::net_devmem_call) {
     #[cfg(CONFIG_NET_DEVMEM_PROVIDER_TEST)]
     // SAFETY: Only increments a counter.
     unsafe {
-        bindings::net_devmem_count_call(
-            bindings::net_devmem_provider_NET_DEVMEM_PROVIDER_RUST,
-            call,
-        )
+        bindings::net_devmem_count_call(provider, call)
     };
     #[cfg(not(CONFIG_NET_DEVMEM_PROVIDER_TEST))]
-    let _ = call;
+    let _ = (provider, call);
+}
+
+/// Prepares a pool of `binding`'s rx queue for a provider: checks its order and takes the pool's
+/// reference to the binding, which [`put_binding`] drops.
+fn init_pool(binding: Option<&Binding>, order: u32) -> Result<DmaSync> {
+    let binding = binding.ok_or(EINVAL)?;
+    if binding.niov_shift().checked_sub(PAGE_SHIFT as u32) != Some(order) {
+        return Err(E2BIG);
+    }
+    // It is a `percpu_ref_tryget()`, which only fails once the count reached zero, and the
+    // binding holds its own reference while it is installed on a queue.
+    // SAFETY: The binding is valid while installed on the pool's rx queue.
+    if !unsafe { bindings::net_devmem_dmabuf_binding_get(binding.as_raw()) } {
+        return Err(ENODEV);
+    }
+    // dma-buf addresses are the importer's mapping: they are not synced like pages.
+    Ok(DmaSync::Disable)
+}
+
+/// Drops the reference [`init_pool`] took for a pool that is now gone.
+fn put_binding(binding: Option<&Binding>) {
+    if let Some(binding) = binding {
+        // SAFETY: `init_pool` took this reference for the pool, which is now gone.
+        unsafe { bindings::net_devmem_dmabuf_binding_put(binding.as_raw()) };
+    }
+}
+
+/// Takes a net_iov of `binding` from its genpool.
+fn alloc_from_genpool(binding: &Binding) -> Option<ProviderNetIov> {
+    // SAFETY: The binding is valid while a pool holds its reference.
+    let niov = NonNull::new(unsafe { bindings::net_devmem_alloc_dmabuf(binding.as_raw()) })?;
+    // SAFETY: The genpool gave this net_iov to us alone, with its page pool fields cleared, and
+    // the binding, which owns it, lives as long as the pool holds its reference.
+    Some(unsafe { ProviderNetIov::from_raw(niov) })
+}
+
+/// Gives a net_iov back to its binding's genpool.
+fn free_to_genpool(niov: ProviderNetIov) {
+    // SAFETY: The net_iov came from its binding's genpool and nobody holds it.
+    unsafe { bindings::net_devmem_free_dmabuf(niov.into_raw()) }
+}
+
+/// Takes `netmem` back from its pool if it is a net_iov with no holder left; anything else is
+/// kept away from the genpool, with a warning, as in C.
+fn take_back(netmem: ReleasedNetmem<'_>) -> Option<ProviderNetIov> {
+    static NOT_NET_IOV: Atomic<bool> = Atomic::new(false);
+    static STILL_HELD: Atomic<bool> = Atomic::new(false);
+
+    match netmem.into_net_iov() {
+        Ok(niov) => return Some(niov),
+        Err(NotTaken::Page) => warn_once(&NOT_NET_IOV),
+        Err(NotTaken::Held) => warn_once(&STILL_HELD),
+    }
+    None
 }
 
 // SAFETY: The net_iovs lent are those of the binding's genpool, which `net_devmem_bind_dmabuf()`
@@ -109,27 +164,13 @@ unsafe impl MemoryProvider for Devmem {
     const OPS: &'static MemoryProviderOps<Self> = &net_devmem_rust_ops;
 
     fn init(pool: &ProviderPool<Self>) -> Result<DmaSync> {
-        let binding = pool.priv_data().ok_or(EINVAL)?;
-        if binding.niov_shift().checked_sub(PAGE_SHIFT as u32) != Some(pool.order()) {
-            return Err(E2BIG);
-        }
-        // The pool's reference, dropped by `destroy`. It is a `percpu_ref_tryget()`, which only
-        // fails once the count reached zero, and the binding holds its own reference while it is
-        // installed on a queue.
-        // SAFETY: The binding is valid while installed on the pool's rx queue.
-        if !unsafe { bindings::net_devmem_dmabuf_binding_get(binding.as_raw()) } {
-            return Err(ENODEV);
-        }
-        count_call(bindings::net_devmem_call_NET_DEVMEM_CALL_INIT);
-        // dma-buf addresses are the importer's mapping: they are not synced like pages.
-        Ok(DmaSync::Disable)
+        let sync = init_pool(pool.priv_data(), pool.order())?;
+        count_call(PROVIDER, bindings::net_devmem_call_NET_DEVMEM_CALL_INIT);
+        Ok(sync)
     }
 
     fn destroy(pool: &ProviderPool<Self>) {
-        if let Some(binding) = pool.priv_data() {
-            // SAFETY: `init` took this reference for the pool, which is now gone.
-            unsafe { bindings::net_devmem_dmabuf_binding_put(binding.as_raw()) };
-        }
+        put_binding(pool.priv_data());
     }
 
     fn alloc(
@@ -137,26 +178,14 @@ unsafe impl MemoryProvider for Devmem {
         _gfp: Flags,
         _refill: &mut CacheRefill<'_>,
     ) -> Option<ProviderNetIov> {
-        let binding = pool.priv_data()?;
-        // SAFETY: The binding is valid while the pool holds its reference.
-        let niov = NonNull::new(unsafe { bindings::net_devmem_alloc_dmabuf(binding.as_raw()) })?;
-        count_call(bindings::net_devmem_call_NET_DEVMEM_CALL_ALLOC);
-        // SAFETY: The genpool gave this net_iov to us alone, with its page pool fields cleared,
-        // and the binding, which owns it, lives as long as the pool holds its reference.
-        Some(unsafe { ProviderNetIov::from_raw(niov) })
+        let niov = alloc_from_genpool(pool.priv_data()?)?;
+        count_call(PROVIDER, bindings::net_devmem_call_NET_DEVMEM_CALL_ALLOC);
+        Some(niov)
     }
 
     fn release(_pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>) {
-        static NOT_NET_IOV: Atomic<bool> = Atomic::new(false);
-        static STILL_HELD: Atomic<bool> = Atomic::new(false);
-
-        // Only net_iovs with no holder left go back to the genpool; anything else is kept away
-        // from it, with a warning, as in C.
-        match netmem.into_net_iov() {
-            // SAFETY: The net_iov came from this binding's genpool and nobody holds it.
-            Ok(niov) => unsafe { bindings::net_devmem_free_dmabuf(niov.into_raw()) },
-            Err(NotTaken::Page) => warn_once(&NOT_NET_IOV),
-            Err(NotTaken::Held) => warn_once(&STILL_HELD),
+        if let Some(niov) = take_back(netmem) {
+            free_to_genpool(niov);
         }
     }
 
@@ -172,5 +201,159 @@ unsafe impl MemoryProvider for Devmem {
     fn uninstall(binding: &Binding, rxq: &RxQueue) {
         // SAFETY: The binding is installed on `rxq`, which is going away.
         unsafe { bindings::net_devmem_forget_rxq(binding.as_raw(), rxq.as_raw()) };
+    }
+}
+
+/// The free-list provider, for benchmarks: [`Devmem`] with a free list in front of the genpool,
+/// as the C one in `devmem.c`. Their alloc and release do the same few steps, so that a benchmark
+/// comparing the two measures the provider calls themselves (the ops table, the netmem
+/// conversions) rather than the genpool. The list is global and serves the pools of one binding
+/// at a time.
+#[cfg(CONFIG_NET_DEVMEM_PROVIDER_TEST)]
+mod freelist {
+    use super::*;
+    use kernel::sync::global_lock;
+
+    /// How many net_iovs the list keeps; more go back to the genpool.
+    const SIZE: usize = 256;
+
+    /// What [`DevmemFreeList`] counts its calls as.
+    const PROVIDER: bindings::net_devmem_provider =
+        bindings::net_devmem_provider_NET_DEVMEM_PROVIDER_RUST_FREELIST;
+
+    /// The free list.
+    ///
+    /// # Invariants
+    ///
+    /// `niovs[..nr]` are `Some`, the rest `None`; they are net_iovs of the binding at `binding`,
+    /// which `pools` pools use, with a reference to it each.
+    struct FreeList {
+        /// The address of the binding whose pools use the list, only compared; 0 for none.
+        binding: usize,
+        pools: u32,
+        nr: usize,
+        niovs: [Option<ProviderNetIov>; SIZE],
+    }
+
+    global_lock! {
+        // SAFETY: `net_devmem_rust_freelist_init()` initializes it, from the initcall that creates
+        // the debugfs knob that selects this provider, before a pool can use it.
+        unsafe(uninit) static FREELIST: SpinLockIrq<FreeList> = FreeList {
+            binding: 0,
+            pools: 0,
+            nr: 0,
+            niovs: [const { None }; SIZE],
+        };
+    }
+
+    /// Initializes the free list's lock.
+    ///
+    /// # Safety
+    ///
+    /// Called once, before a pool uses the free-list provider.
+    #[no_mangle]
+    unsafe extern "C" fn net_devmem_rust_freelist_init() {
+        // SAFETY: The caller calls this once, before any other use of the lock.
+        unsafe { FREELIST.init() };
+    }
+
+    /// Forgets a pool; the last one gives the list back to the genpool.
+    fn put() {
+        let mut list = FREELIST.lock();
+        list.pools -= 1;
+        if list.pools == 0 {
+            while let Some(niov) = list.pop() {
+                free_to_genpool(niov);
+            }
+            list.binding = 0;
+        }
+    }
+
+    impl FreeList {
+        fn pop(&mut self) -> Option<ProviderNetIov> {
+            self.nr = self.nr.checked_sub(1)?;
+            self.niovs[self.nr].take()
+        }
+
+        fn push(&mut self, niov: ProviderNetIov) -> Result<(), ProviderNetIov> {
+            let Some(slot) = self.niovs.get_mut(self.nr) else {
+                return Err(niov);
+            };
+            *slot = Some(niov);
+            self.nr += 1;
+            Ok(())
+        }
+    }
+
+    struct DevmemFreeList;
+
+    kernel::memory_provider_ops! {
+        /// The free-list provider's ops table, which `devmem.c` installs on rx queues when
+        /// debugfs' `net_devmem/freelist` and `net_devmem/rust_provider` say so.
+        #[no_mangle]
+        static net_devmem_rust_freelist_ops: DevmemFreeList;
+    }
+
+    // SAFETY: The net_iovs lent are those [`Devmem`] lends, from the genpool of the pool's binding:
+    // taken from it here or by an earlier `alloc` for a pool of the same binding (the list serves
+    // one binding at a time), and held by the list until they are lent again or the last pool
+    // of the binding is destroyed, which returns them to the genpool while `destroy` still holds
+    // the binding. A net_iov is on the list, or lent to one pool, never both.
+    #[vtable]
+    unsafe impl MemoryProvider for DevmemFreeList {
+        type Priv = Binding;
+        const OPS: &'static MemoryProviderOps<Self> = &net_devmem_rust_freelist_ops;
+
+        fn init(pool: &ProviderPool<Self>) -> Result<DmaSync> {
+            let binding = pool.priv_data().ok_or(EINVAL)?.as_raw() as usize;
+            {
+                let mut list = FREELIST.lock();
+                if list.binding != 0 && list.binding != binding {
+                    return Err(EBUSY);
+                }
+                list.binding = binding;
+                list.pools += 1;
+            }
+            let sync = init_pool(pool.priv_data(), pool.order()).inspect_err(|_| put())?;
+            count_call(PROVIDER, bindings::net_devmem_call_NET_DEVMEM_CALL_INIT);
+            Ok(sync)
+        }
+
+        fn destroy(pool: &ProviderPool<Self>) {
+            put();
+            put_binding(pool.priv_data());
+        }
+
+        fn alloc(
+            pool: &ProviderPool<Self>,
+            _gfp: Flags,
+            _refill: &mut CacheRefill<'_>,
+        ) -> Option<ProviderNetIov> {
+            let popped = FREELIST.lock().pop();
+            let niov = match popped {
+                Some(niov) => niov,
+                None => alloc_from_genpool(pool.priv_data()?)?,
+            };
+            count_call(PROVIDER, bindings::net_devmem_call_NET_DEVMEM_CALL_ALLOC);
+            Some(niov)
+        }
+
+        fn release(_pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>) {
+            let Some(niov) = take_back(netmem) else {
+                return;
+            };
+            let full = FREELIST.lock().push(niov);
+            if let Err(niov) = full {
+                free_to_genpool(niov);
+            }
+        }
+
+        fn nl_fill(binding: &Binding, reply: &NlReply, rxq: Option<&RxQueue>) -> Result {
+            Devmem::nl_fill(binding, reply, rxq)
+        }
+
+        fn uninstall(binding: &Binding, rxq: &RxQueue) {
+            Devmem::uninstall(binding, rxq)
+        }
     }
 }

@@ -125,12 +125,14 @@ const PAIRS: &[(&str, &str)] = &[
     ("rs", "c"),
     ("c", "none"),
     ("rs", "none"),
+    ("rs-fl", "c-fl"),
 ];
 /// What names an arm's A/A control: the same arm run again under this name.
 const CONTROL_SUFFIX: &str = "-aa";
 /// The page_pool arms (bench/page_pool_mp.py): no provider, the C devmem
-/// provider, the Rust one.
-const PAGE_POOL_ARMS: [&str; 3] = ["none", "c", "rs"];
+/// provider, the Rust one, and their free-list variants (the provider calls
+/// without the genpool).
+pub const PAGE_POOL_ARMS: [&str; 5] = ["none", "c", "rs", "c-fl", "rs-fl"];
 /// Iterations of each page_pool arm per module load.
 pub const PAGE_POOL_LOOPS: u32 = 200_000;
 /// The udmabuf operations of the in-kernel importer (dmabuf_import_bench.ko),
@@ -146,7 +148,7 @@ pub struct Sample {
     pub what: String,
     /// Memory kind and size, e.g. `4k 64M`, or `page_pool`.
     pub case: String,
-    /// `fd`/`fast`/`folios`, `c`/`rs`, or `none`/`c`/`rs` (memory provider).
+    /// `fd`/`fast`/`folios`, `c`/`rs`, or one of [`PAGE_POOL_ARMS`].
     pub arm: String,
     /// Microseconds (per call for [`IMPORT_OPS`]), MB/s for `mmap-read`,
     /// nanoseconds per netmem for `pp-`.
@@ -1350,7 +1352,7 @@ UDMABUF 4k-2M attach+detach rs 0.2
             "\n\tinsmod /w/dmabuf_import_bench.ko\n\t/o/ub --raw --split 2\n\trmmod dmabuf_import_bench\n"
         ));
         assert!(s.contains(
-            "\tpython3 /r/bench/page_pool_mp.py /k /t/bench_page_pool.ko $n 200000 none c rs c-aa none-aa\n"
+            "\tpython3 /r/bench/page_pool_mp.py /k /t/bench_page_pool.ko $n 200000 none c rs c-fl rs-fl c-aa none-aa c-fl-aa\n"
         ));
         // Rounds are marked, at least 2, then until `stop`, at most 7.
         assert!(s.contains("\techo \"ROUND $n\"\n"));
@@ -1429,7 +1431,7 @@ UDMABUF 4k-2M attach+detach rs 0.2
         );
         assert_eq!(
             with_controls(&PAGE_POOL_ARMS),
-            ["none", "c", "rs", "c-aa", "none-aa"]
+            ["none", "c", "rs", "c-fl", "rs-fl", "c-aa", "none-aa", "c-fl-aa"]
         );
         // udmabuf_bench's arms: c, rs and the control of c.
         assert_eq!(with_controls(&["c", "rs"]), ["c", "rs", "c-aa"]);

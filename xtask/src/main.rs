@@ -119,7 +119,8 @@ enum Command {
         /// Record a timer-based kernel profile (/proc/profile, sampling by
         /// instructions under icount) of one arm instead of the pairs, and
         /// write its top symbols: fd, fast, folios (gup_test, [:MEM:SIZE],
-        /// default 4k:64), pp-none, pp-c, pp-rs, udmabuf-c, udmabuf-rs
+        /// default 4k:64), pp-none, pp-c, pp-rs, pp-c-fl, pp-rs-fl, udmabuf-c,
+        /// udmabuf-rs
         #[arg(long, value_name = "ARM", conflicts_with = "pipeline")]
         profile: Option<String>,
         /// Also time the pipeline: an incremental build after one patch, a

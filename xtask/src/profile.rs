@@ -53,8 +53,8 @@ pub enum Target {
 
 impl Target {
     /// `fd`, `fast`, `folios` (gup_test; `:MEM:SIZE` picks the memory
-    /// kind and size in MiB, 4k:64 by default), `pp-none`, `pp-c`, `pp-rs`,
-    /// `udmabuf-c` or `udmabuf-rs`.
+    /// kind and size in MiB, 4k:64 by default), `pp-` and one of
+    /// [`bench::PAGE_POOL_ARMS`], `udmabuf-c` or `udmabuf-rs`.
     pub fn parse(s: &str) -> Result<Target> {
         let mut f = s.split(':');
         let arm = f.next().unwrap_or_default();
@@ -90,7 +90,7 @@ impl Target {
         let pick = |arms: &[&'static str], a: &str| arms.iter().copied().find(|x| *x == a);
         if let Some(a) = arm
             .strip_prefix("pp-")
-            .and_then(|a| pick(&["none", "c", "rs"], a))
+            .and_then(|a| pick(&bench::PAGE_POOL_ARMS, a))
         {
             return Ok(Target::PagePool { arm: a });
         }
@@ -102,7 +102,7 @@ impl Target {
         }
         let pins: Vec<&str> = PIN_ARMS.iter().map(|(a, _)| *a).collect();
         bail!(
-            "--profile {s}: not an arm; one of {}[:MEM:SIZE], pp-none, pp-c, pp-rs, udmabuf-c, udmabuf-rs",
+            "--profile {s}: not an arm; one of {}[:MEM:SIZE], pp-none, pp-c, pp-rs, pp-c-fl, pp-rs-fl, udmabuf-c, udmabuf-rs",
             pins.join(", ")
         )
     }
@@ -378,6 +378,7 @@ mod tests {
             Target::parse("pp-rs").unwrap(),
             Target::PagePool { arm: "rs" }
         );
+        assert_eq!(Target::parse("pp-rs-fl").unwrap().name(), "pp-rs-fl");
         assert_eq!(Target::parse("udmabuf-c").unwrap().name(), "udmabuf-c");
         for bad in [
             "fd:4k",
