@@ -580,6 +580,126 @@ pub fn table(pairs: &[Pair], tolerance: Option<f64>) -> String {
     s
 }
 
+/// [`table`] as Markdown, for the README: the ratios, their A/A control
+/// and its spread to a hundredth of a percent, and the medians.
+pub fn markdown_table(pairs: &[Pair], tolerance: Option<f64>) -> String {
+    let mut s = String::from(
+        "| measure | case | pair | ratio | A/A | spread | arm median | vs median |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    for p in pairs {
+        let (aa, spread) = match &p.control {
+            Some(c) if !c.ratio.is_nan() => (
+                format!("{:.3}", c.ratio),
+                format!("{:.2}%", c.spread() * 100.0),
+            ),
+            _ => ("-".into(), "-".into()),
+        };
+        let verdict = match Verdict::of(p.control.as_ref(), tolerance).label() {
+            "" => String::new(),
+            v => format!(" {v}"),
+        };
+        s.push_str(&format!(
+            "| {} | {} | {}/{} | {:.3} | {aa} | {spread}{verdict} | {} | {} |\n",
+            p.what,
+            p.case,
+            p.arms[0],
+            p.arms[1],
+            p.ratio,
+            short(p.stats[0].median),
+            short(p.stats[1].median),
+        ));
+    }
+    s
+}
+
+/// A pair's ratio in two runs.
+#[derive(Debug, PartialEq)]
+pub struct RatioChange {
+    /// `what case test/base`.
+    pub pair: String,
+    pub then: f64,
+    pub now: f64,
+}
+
+impl RatioChange {
+    /// |now / then - 1|.
+    pub fn change(&self) -> f64 {
+        (self.now / self.then - 1.0).abs()
+    }
+}
+
+/// The ratios of the pairs found in both runs, where both resolve them.
+pub fn ratio_changes(then: &[Pair], now: &[Pair]) -> Vec<RatioChange> {
+    now.iter()
+        .filter_map(|n| {
+            let t = then
+                .iter()
+                .find(|t| t.what == n.what && t.case == n.case && t.arms == n.arms)?;
+            (t.ratio.is_finite() && n.ratio.is_finite()).then(|| RatioChange {
+                pair: format!("{} {} {}/{}", n.what, n.case, n.arms[0], n.arms[1]),
+                then: t.ratio,
+                now: n.ratio,
+            })
+        })
+        .collect()
+}
+
+/// `bench --compare THEN NOW`: prints how every ratio moved between two
+/// runs of the same clock, and fails if one moved by more than the clock's
+/// A/A tolerance.
+pub fn compare_runs(then: &Path, now: &Path) -> Result<()> {
+    let load = |path: &Path| -> Result<(Vec<Sample>, Option<Clock>)> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading {} (a bench results.json)", path.display()))?;
+        let saved: Saved = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a bench result", path.display()))?;
+        Ok((saved.samples, saved.clock))
+    };
+    let (then_samples, then_clock) = load(then)?;
+    let (now_samples, now_clock) = load(now)?;
+    if then_clock != now_clock {
+        bail!(
+            "{} and {} were measured on different clocks ({:?}, {:?}): their ratios do not compare",
+            then.display(),
+            now.display(),
+            then_clock.map(Clock::name),
+            now_clock.map(Clock::name)
+        );
+    }
+    let changes = ratio_changes(&pairs(&then_samples), &pairs(&now_samples));
+    if changes.is_empty() {
+        bail!("the two runs have no pair in common");
+    }
+    let tolerance = now_clock.and_then(Clock::aa_tolerance);
+    println!("{:<46} {:>8} {:>8} {:>7}", "pair", "then", "now", "change");
+    for c in &changes {
+        println!(
+            "{:<46} {:>8.3} {:>8.3} {:>6.2}%",
+            c.pair,
+            c.then,
+            c.now,
+            c.change() * 100.0
+        );
+    }
+    let worst = changes.iter().map(RatioChange::change).fold(0.0, f64::max);
+    println!(
+        "largest change: {:.2}% over {} ratios",
+        worst * 100.0,
+        changes.len()
+    );
+    if let Some(t) = tolerance {
+        if worst > t + 1e-12 {
+            bail!(
+                "a ratio moved by {:.2}% between the runs, more than the {:.1}% the A/A controls allow",
+                worst * 100.0,
+                t * 100.0
+            );
+        }
+    }
+    Ok(())
+}
+
 /// The A/A controls of `pairs`, each once (pairs with the same baseline
 /// share it), with their verdicts.
 pub fn controls(pairs: &[Pair], tolerance: Option<f64>) -> Vec<(&Pair, &Control, Verdict)> {
@@ -1155,24 +1275,30 @@ fn report(
     for (step, secs) in pipeline {
         println!("{:<70} {:>6.0} s", step, secs);
     }
+    let md = out.join("table.md");
+    std::fs::write(&md, markdown_table(pairs, tolerance))
+        .with_context(|| format!("writing {}", md.display()))?;
+    eprintln!("Markdown table: {}", md.display());
     for p in plots(out, pairs, clock)? {
         eprintln!("plot: {}", p.display());
     }
     Ok(())
 }
 
+/// What [`replot`] and [`compare_runs`] read of a results.json.
+#[derive(Deserialize)]
+struct Saved {
+    samples: Vec<Sample>,
+    #[serde(default)]
+    pipeline: Vec<(String, f64)>,
+    #[serde(default)]
+    clock: Option<Clock>,
+}
+
 /// Tables and plots again from the samples of the last run of each clock
 /// (work/bench/<clock>/results.json), and of a run of before clocks were
 /// recorded (work/bench/results.json).
 pub fn replot(ctx: &Ctx) -> Result<()> {
-    #[derive(Deserialize)]
-    struct Saved {
-        samples: Vec<Sample>,
-        #[serde(default)]
-        pipeline: Vec<(String, f64)>,
-        #[serde(default)]
-        clock: Option<Clock>,
-    }
     let top = ctx.root.join("work/bench");
     let dirs = [Clock::Icount, Clock::WallTcg, Clock::WallKvm]
         .map(|c| top.join(c.name()))
@@ -1291,6 +1417,38 @@ UDMABUF 4k-2M attach+detach rs 0.2
         assert!((ratio("rs", "c") - 1.02).abs() < 1e-9);
         assert_eq!(ratio("c", "none"), 3.0);
         assert_eq!(ratio("rs", "none"), 3.06);
+    }
+
+    #[test]
+    fn free_list_arms_pair_with_their_control() {
+        let text = "PP provider-path c-fl 300\nPP provider-path rs-fl 330\n\
+                    PP provider-path c-fl-aa 301.5\n";
+        let pairs = pairs(&parse_samples(text));
+        let [p] = pairs.as_slice() else {
+            panic!("{pairs:?}")
+        };
+        assert_eq!(p.arms, ["rs-fl", "c-fl"]);
+        assert!((p.ratio - 1.1).abs() < 1e-9);
+        assert!((p.control.as_ref().unwrap().ratio - 1.005).abs() < 1e-9);
+        let md = markdown_table(&pairs, Some(AA_TOLERANCE));
+        assert!(
+            md.contains("| pp-provider-path | page_pool | rs-fl/c-fl | 1.100 | 1.005 | 0.50% ok | 330 | 300 |\n"),
+            "{md}"
+        );
+    }
+
+    #[test]
+    fn ratio_changes_match_pairs_of_both_runs() {
+        let then = pairs(&parse_samples(
+            "PP provider-path c 300\nPP provider-path rs 303\nPP fast-path c 70\nPP fast-path rs 70\n",
+        ));
+        let now = pairs(&parse_samples(
+            "PP provider-path c 300\nPP provider-path rs 306\nPIN 4k 2M fd 10 1\nPIN 4k 2M fast 10 1\n",
+        ));
+        let changes = ratio_changes(&then, &now);
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].pair, "pp-provider-path page_pool rs/c");
+        assert!((changes[0].change() - (1.02 / 1.01 - 1.0)).abs() < 1e-12);
     }
 
     #[test]

@@ -134,6 +134,16 @@ enum Command {
         /// run's work/bench/results.json
         #[arg(long, conflicts_with_all = ["rounds", "pipeline", "profile", "mode"])]
         replot: bool,
+        /// Compare the ratios of two runs (results.json files, e.g. a saved
+        /// copy of work/bench/icount/results.json and the current one) and
+        /// fail if one moved by more than the A/A tolerance of their clock
+        #[arg(
+            long,
+            num_args = 2,
+            value_names = ["THEN", "NOW"],
+            conflicts_with_all = ["rounds", "pipeline", "profile", "mode", "replot"]
+        )]
+        compare: Vec<PathBuf>,
     },
     /// Write each sub-series as one mbox for `b4 am` / `git am` into a
     /// directory, To/Cc filled from MAINTAINERS (get_maintainer.pl)
@@ -252,6 +262,9 @@ fn run(cli: Cli) -> Result<()> {
             return r.finish(&ctx, Some(&run));
         }
         Command::Bench { replot: true, .. } => bench::replot(&ctx)?,
+        Command::Bench { compare, .. } if !compare.is_empty() => {
+            bench::compare_runs(&compare[0], &compare[1])?
+        }
         Command::Bench {
             rounds,
             max_rounds,
