@@ -22,12 +22,14 @@ and prints one line per sample: PP <fast-path|provider-path> <arm> <ns>.
 Usage: page_pool_mp.py <kselftest dir> <bench_page_pool.ko> <round> <loops> <arm>...
 """
 
+import errno
 import fcntl
 import os
 import re
 import struct
 import subprocess
 import sys
+import time
 
 if len(sys.argv) < 6:
     sys.exit(__doc__)
@@ -37,17 +39,11 @@ sys.path.insert(0, os.path.join(KSFT, "drivers/net"))
 os.chdir(os.path.join(KSFT, "drivers/net"))
 
 # pylint: disable=wrong-import-position
-from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, ip  # noqa: E402
-from devmem_lib import provider_calls  # noqa: E402
+from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, NlError, ip  # noqa: E402
+from devmem_lib import provider_calls, restore_provider, select_provider  # noqa: E402
 
-KNOBS = "/sys/kernel/debug/net_devmem/"
-# Per provider arm: its name in net_devmem/calls, and the knobs selecting it.
-PROVIDERS = {
-    "c": ("c", {"rust_provider": "N", "freelist": "N"}),
-    "rs": ("rust", {"rust_provider": "Y", "freelist": "N"}),
-    "c-fl": ("c-freelist", {"rust_provider": "N", "freelist": "Y"}),
-    "rs-fl": ("rust-freelist", {"rust_provider": "Y", "freelist": "Y"}),
-}
+# The provider of each arm, as devmem_lib.PROVIDERS names it.
+PROVIDER_OF = {"c": "c", "rs": "rust", "c-fl": "c-freelist", "rs-fl": "rust-freelist"}
 CONTROL = "-aa"
 REPEAT = 3
 # bench_page_pool_simple.c's run_flags bits.
@@ -58,7 +54,7 @@ LINES = {
              "mp04-no-provider-slow-path": "provider-path"},
     "c": {"mp01-fast-path": "fast-path", "mp02-provider-path": "provider-path"},
 }
-for _arm in PROVIDERS:
+for _arm in PROVIDER_OF:
     LINES[_arm] = LINES["c"]
 for _arm in ARMS:
     if _arm.removesuffix(CONTROL) not in LINES:
@@ -88,26 +84,37 @@ def dmabuf(size):
     return fd
 
 
-def select(arm):
-    """Makes new bindings use the provider of @arm, and checks it took."""
-    for knob, want in PROVIDERS[arm][1].items():
-        with open(KNOBS + knob, "w", encoding="ascii") as f:
-            f.write(want)
-        with open(KNOBS + knob, encoding="ascii") as f:
-            if f.read().strip() != want:
-                sys.exit(f"{KNOBS + knob} does not read {want}")
-
-
 def served(arm, before, after):
     """Checks that the provider of @arm, and only it, served the module's
     pools and allocations (debugfs net_devmem/calls)."""
-    want = PROVIDERS[arm][0]
+    want = PROVIDER_OF[arm]
     if before is None or after is None:
         sys.exit("no net_devmem/calls: CONFIG_NET_DEVMEM_PROVIDER_TEST is off")
     others = [p for p in after if p != want]
     if (after[want][0] <= before[want][0] or after[want][1] <= before[want][1]
             or any(after[p] != before.get(p) for p in others)):
         sys.exit(f"arm {arm}: provider calls went from {before} to {after}")
+
+
+def bind(ifindex, buf):
+    """Binds @buf to queue 0 of @ifindex; returns the binding's socket.
+
+    A free-list provider serves one binding at a time: until the pools of
+    the previous arm's binding are gone (page_pool may hold a pool a little
+    longer while netmems are in flight), binding fails with EBUSY.
+    """
+    for _ in range(50):
+        nl = NetdevFamily()
+        try:
+            nl.bind_rx({"ifindex": ifindex, "fd": buf,
+                        "queues": [{"id": 0, "type": "rx"}]})
+            return nl
+        except NlError as e:
+            nl.close()
+            if e.nl_msg.error != -errno.EBUSY:
+                raise
+        time.sleep(0.1)
+    sys.exit("bind-rx: EBUSY for 5 s: the previous binding's pools are not gone")
 
 
 def run_module(flags, ifindex):
@@ -132,6 +139,7 @@ def main():
     EthtoolFamily().rings_set({"header": {"dev-index": dev["ifindex"]},
                                "tcp-data-split": "enabled"})
     buf = dmabuf(4 << 20)  # 1024 net_iovs of 4 KiB
+    old = None
     try:
         shift = ROUND % len(ARMS)
         for name in (ARMS[shift:] + ARMS[:shift]) * REPEAT:
@@ -139,11 +147,10 @@ def main():
             if arm == "none":
                 times = run_module([MP03, MP04], 0)
             else:
-                select(arm)
+                prev = select_provider(PROVIDER_OF[arm])
+                old = old or prev
                 # The binding lives as long as its netlink socket.
-                nl = NetdevFamily()
-                nl.bind_rx({"ifindex": dev["ifindex"], "fd": buf,
-                            "queues": [{"id": 0, "type": "rx"}]})
+                nl = bind(dev["ifindex"], buf)
                 before = provider_calls()
                 times = run_module([MP01, MP02], dev["ifindex"])
                 served(arm, before, provider_calls())
@@ -151,8 +158,7 @@ def main():
             for test, what in LINES[arm].items():
                 print(f"PP {what} {name} {times[test]}", flush=True)
     finally:
-        if len(ARMS) > 1 or ARMS[0] != "none":
-            select("rs")  # the kernel's default again
+        restore_provider(old)
         os.close(buf)
         nsim.remove()
 

@@ -116,25 +116,37 @@ fn init_pool(binding: Option<&Binding>, order: u32) -> Result<DmaSync> {
 }
 
 /// Drops the reference [`init_pool`] took for a pool that is now gone.
-fn put_binding(binding: Option<&Binding>) {
+///
+/// # Safety
+///
+/// `init_pool` took a reference to `binding` for a pool that is gone, and nothing else drops it.
+unsafe fn put_binding(binding: Option<&Binding>) {
     if let Some(binding) = binding {
-        // SAFETY: `init_pool` took this reference for the pool, which is now gone.
+        // SAFETY: By the safety requirements, this reference is the pool's, which is gone.
         unsafe { bindings::net_devmem_dmabuf_binding_put(binding.as_raw()) };
     }
 }
 
-/// Takes a net_iov of `binding` from its genpool.
+/// Takes a net_iov of `binding` from its genpool, for a pool that holds a reference to `binding`.
 fn alloc_from_genpool(binding: &Binding) -> Option<ProviderNetIov> {
-    // SAFETY: The binding is valid while a pool holds its reference.
+    // SAFETY: `&Binding` is a valid binding.
     let niov = NonNull::new(unsafe { bindings::net_devmem_alloc_dmabuf(binding.as_raw()) })?;
-    // SAFETY: The genpool gave this net_iov to us alone, with its page pool fields cleared, and
-    // the binding, which owns it, lives as long as the pool holds its reference.
+    // SAFETY: The genpool gave this net_iov to us alone, with its page pool fields cleared. The
+    // binding, which owns its memory, lives while a pool holds a reference to it, and the
+    // providers here keep the object only until they lend it or give it back to the genpool, or,
+    // on a free list, until the last pool of the binding is destroyed: that empties the list
+    // before it drops its reference.
     Some(unsafe { ProviderNetIov::from_raw(niov) })
 }
 
 /// Gives a net_iov back to its binding's genpool.
-fn free_to_genpool(niov: ProviderNetIov) {
-    // SAFETY: The net_iov came from its binding's genpool and nobody holds it.
+///
+/// # Safety
+///
+/// `niov` came from [`alloc_from_genpool`], and its binding has not been freed.
+unsafe fn free_to_genpool(niov: ProviderNetIov) {
+    // SAFETY: By the safety requirements, the net_iov is one of the genpool of a valid binding,
+    // and the `ProviderNetIov` says that nobody holds it.
     unsafe { bindings::net_devmem_free_dmabuf(niov.into_raw()) }
 }
 
@@ -170,7 +182,8 @@ unsafe impl MemoryProvider for Devmem {
     }
 
     fn destroy(pool: &ProviderPool<Self>) {
-        put_binding(pool.priv_data());
+        // SAFETY: `init` took the pool's reference, and the pool is gone.
+        unsafe { put_binding(pool.priv_data()) };
     }
 
     fn alloc(
@@ -185,7 +198,9 @@ unsafe impl MemoryProvider for Devmem {
 
     fn release(_pool: &ProviderPool<Self>, netmem: ReleasedNetmem<'_>) {
         if let Some(niov) = take_back(netmem) {
-            free_to_genpool(niov);
+            // SAFETY: `alloc` took the net_iov from the genpool, and the pool releasing it holds
+            // a reference to its binding.
+            unsafe { free_to_genpool(niov) };
         }
     }
 
@@ -204,11 +219,14 @@ unsafe impl MemoryProvider for Devmem {
     }
 }
 
-/// The free-list provider, for benchmarks: [`Devmem`] with a free list in front of the genpool,
-/// as the C one in `devmem.c`. Their alloc and release do the same few steps, so that a benchmark
-/// comparing the two measures the provider calls themselves (the ops table, the netmem
-/// conversions) rather than the genpool. The list is global and serves the pools of one binding
-/// at a time.
+/// The free-list variant of [`Devmem`], for benchmarks: a free list in front of the genpool, as
+/// `devmem.c` has for the C provider, with its own list. Their alloc and release do the same few
+/// steps, so that a benchmark comparing the two measures the provider calls themselves (the ops
+/// table, the netmem conversions) rather than the genpool. A list serves the pools of one binding
+/// at a time: the pools of another binding fail with `EBUSY` until the last of them is destroyed.
+///
+/// The lock disables interrupts, as the C one: page pools release netmems in process context and
+/// in softirq, and there is no BH-disabling spinlock in Rust.
 #[cfg(CONFIG_NET_DEVMEM_PROVIDER_TEST)]
 mod freelist {
     use super::*;
@@ -225,8 +243,10 @@ mod freelist {
     ///
     /// # Invariants
     ///
-    /// `niovs[..nr]` are `Some`, the rest `None`; they are net_iovs of the binding at `binding`,
-    /// which `pools` pools use, with a reference to it each.
+    /// - `niovs[..nr]` are `Some`, the rest `None`.
+    /// - `pools` pools of the binding at address `binding` use the list, each holding a reference
+    ///   to the binding, and the net_iovs on the list are of that binding's genpool.
+    /// - With no pool, `binding` is 0 and the list is empty.
     struct FreeList {
         /// The address of the binding whose pools use the list, only compared; 0 for none.
         binding: usize,
@@ -237,7 +257,7 @@ mod freelist {
 
     global_lock! {
         // SAFETY: `net_devmem_rust_freelist_init()` initializes it, from the initcall that creates
-        // the debugfs knob that selects this provider, before a pool can use it.
+        // the debugfs knob that selects this provider, before the knob exists.
         unsafe(uninit) static FREELIST: SpinLockIrq<FreeList> = FreeList {
             binding: 0,
             pools: 0,
@@ -251,37 +271,43 @@ mod freelist {
     /// # Safety
     ///
     /// Called once, before a pool uses the free-list provider.
-    #[no_mangle]
+    #[export]
     unsafe extern "C" fn net_devmem_rust_freelist_init() {
         // SAFETY: The caller calls this once, before any other use of the lock.
         unsafe { FREELIST.init() };
     }
 
-    /// Forgets a pool; the last one gives the list back to the genpool.
-    fn put() {
-        let mut list = FREELIST.lock();
-        list.pools -= 1;
-        if list.pools == 0 {
-            while let Some(niov) = list.pop() {
-                free_to_genpool(niov);
-            }
-            list.binding = 0;
-        }
-    }
-
     impl FreeList {
         fn pop(&mut self) -> Option<ProviderNetIov> {
+            // INVARIANT: The last `Some` becomes `None`, and `nr` counts one less.
             self.nr = self.nr.checked_sub(1)?;
             self.niovs[self.nr].take()
         }
 
+        /// Keeps `niov`, a net_iov of the list's binding, or gives it back when the list is full.
         fn push(&mut self, niov: ProviderNetIov) -> Result<(), ProviderNetIov> {
             let Some(slot) = self.niovs.get_mut(self.nr) else {
                 return Err(niov);
             };
+            // INVARIANT: The first `None` becomes `Some`, and `nr` counts one more.
             *slot = Some(niov);
             self.nr += 1;
             Ok(())
+        }
+
+        /// Forgets a pool; the last one gives the list back to the genpool, while it still holds
+        /// its reference to the binding.
+        fn put(&mut self) {
+            self.pools -= 1;
+            if self.pools == 0 {
+                while let Some(niov) = self.pop() {
+                    // SAFETY: The net_iovs on the list came from the genpool of the binding, which
+                    // the pool being forgotten still holds a reference to.
+                    unsafe { free_to_genpool(niov) };
+                }
+                // INVARIANT: No pool uses the list, which is empty.
+                self.binding = 0;
+            }
         }
     }
 
@@ -305,23 +331,28 @@ mod freelist {
         const OPS: &'static MemoryProviderOps<Self> = &net_devmem_rust_freelist_ops;
 
         fn init(pool: &ProviderPool<Self>) -> Result<DmaSync> {
-            let binding = pool.priv_data().ok_or(EINVAL)?.as_raw() as usize;
+            let sync = init_pool(pool.priv_data(), pool.order())?;
+            let binding = pool.priv_data().map_or(0, |b| b.as_raw().addr());
             {
                 let mut list = FREELIST.lock();
                 if list.binding != 0 && list.binding != binding {
+                    drop(list);
+                    // SAFETY: `init_pool` took the reference for this pool, which fails.
+                    unsafe { put_binding(pool.priv_data()) };
                     return Err(EBUSY);
                 }
+                // INVARIANT: The pool holds its reference to the binding.
                 list.binding = binding;
                 list.pools += 1;
             }
-            let sync = init_pool(pool.priv_data(), pool.order()).inspect_err(|_| put())?;
             count_call(PROVIDER, bindings::net_devmem_call_NET_DEVMEM_CALL_INIT);
             Ok(sync)
         }
 
         fn destroy(pool: &ProviderPool<Self>) {
-            put();
-            put_binding(pool.priv_data());
+            FREELIST.lock().put();
+            // SAFETY: `init` took the pool's reference, and the pool is gone.
+            unsafe { put_binding(pool.priv_data()) };
         }
 
         fn alloc(
@@ -344,7 +375,9 @@ mod freelist {
             };
             let full = FREELIST.lock().push(niov);
             if let Err(niov) = full {
-                free_to_genpool(niov);
+                // SAFETY: The net_iov came from the genpool of the binding of the pool releasing
+                // it, which holds a reference to the binding.
+                unsafe { free_to_genpool(niov) };
             }
         }
 

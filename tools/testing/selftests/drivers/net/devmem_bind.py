@@ -14,7 +14,8 @@ Needs no hardware and no remote end. Environment:
                    devmem memory provider to bind with, selected through
                    /sys/kernel/debug/net_devmem/rust_provider (Y or N), a
                    SKIP without that file (CONFIG_NET_DEVMEM_PROVIDER_TEST
-                   kernels have it). The last case, provider_served,
+                   kernels have it); "c-freelist" or "rust-freelist" for
+                   their free-list variants (net_devmem/freelist). The last case, provider_served,
                    checks in net_devmem/calls that this provider, and
                    only it, served the pools.
   UDMABUF_DEV      the udmabuf device making the dma-bufs (default
@@ -49,6 +50,12 @@ class Cfg:
 
 
 # Helpers
+
+def one_binding_at_a_time(cfg):
+    """The free-list providers serve the pools of one binding at a time:
+    the pools of another fail with EBUSY."""
+    return cfg.provider is not None and cfg.provider.endswith("-freelist")
+
 
 def dev_pools(cfg, nsim):
     """The page pools of @nsim's queues (the filtered dump)."""
@@ -171,11 +178,23 @@ def bind_two_queues(cfg):
 
 
 def two_bindings_one_socket(cfg):
-    """Two dma-bufs bound on one socket; closing it unbinds both."""
+    """Two dma-bufs bound on one socket; closing it unbinds both. The
+    free-list providers serve one binding at a time: the second fails."""
     nsim = new_nsim(cfg)
     buf1 = new_dmabuf(cfg)
     buf2 = new_dmabuf(cfg)
     before = {p["id"] for p in attached_pools(cfg, nsim)}
+
+    if one_binding_at_a_time(cfg):
+        with NetdevFamily() as nl:
+            id1 = bind(nl, nsim, buf1, [1])
+            with ksft_raises(NlError) as cm:
+                bind(nl, nsim, buf2, [3])
+            check_nl_error(cm, errno.EBUSY)
+            check_provider_pool(cfg, nsim, id1, 1, before)
+            ksft_not_in("dmabuf", rxq(cfg, nsim, 3), comment="queue 3")
+        check_unbound(cfg, nsim, id1)
+        return
 
     with NetdevFamily() as nl:
         id1 = bind(nl, nsim, buf1, [1])
@@ -415,9 +434,13 @@ def bind_bound_queue(cfg):
             for queues in ([1], [0, 1]):
                 with ksft_raises(NlError) as cm:
                     nl.bind_rx(bind_req(nsim.ifindex, buf2.fd, queues))
-                check_nl_error(
-                    cm, errno.EEXIST,
-                    msg="designated queue already memory provider bound")
+                if queues[0] == 0 and one_binding_at_a_time(cfg):
+                    # Queue 0's pool fails first.
+                    check_nl_error(cm, errno.EBUSY)
+                else:
+                    check_nl_error(
+                        cm, errno.EEXIST,
+                        msg="designated queue already memory provider bound")
                 ksft_pr(f"{who}, queues {queues}: {cm.exception}")
         # The first binding is intact and the failed ones left nothing.
         check_provider_pool(cfg, nsim, id1, 1, before)

@@ -19,7 +19,16 @@ from lib.py import NetdevSimDev
 from lib.py import defer, ip
 
 PROVIDER_KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
+FREELIST_KNOB = "/sys/kernel/debug/net_devmem/freelist"
 PROVIDER_CALLS = "/sys/kernel/debug/net_devmem/calls"
+# The providers, as net_devmem/calls names them, and the values of
+# PROVIDER_KNOB and FREELIST_KNOB that select them.
+PROVIDERS = {
+    "c": ("N", "N"),
+    "rust": ("Y", "N"),
+    "c-freelist": ("N", "Y"),
+    "rust-freelist": ("Y", "Y"),
+}
 
 NQ = 4                      # RX queues of each netdevsim device
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -137,33 +146,55 @@ def skip_all(reason):
     sys.exit(4)
 
 
+def write_knob(path, value):
+    """Writes @value to a debugfs knob and checks that it took."""
+    with open(path, "w", encoding="ascii") as f:
+        f.write(value)
+    with open(path, encoding="ascii") as f:
+        now = f.read().strip()
+    if now != value:
+        print(f"# {path} reads {now!r} after writing {value!r}")
+        sys.exit(1)
+
+
+def read_knobs():
+    """The values of PROVIDER_KNOB and FREELIST_KNOB (N for a missing one)."""
+    values = []
+    for path in (PROVIDER_KNOB, FREELIST_KNOB):
+        try:
+            with open(path, encoding="ascii") as f:
+                values.append(f.read().strip())
+        except FileNotFoundError:
+            values.append("N")
+    return tuple(values)
+
+
 def select_provider(want):
-    """Writes @want to the provider knob; returns the value to restore."""
+    """Selects the provider named @want (a key of PROVIDERS) for new
+    bindings; returns what to restore."""
     if not os.path.exists(PROVIDER_KNOB):
         # The kernel has one provider, chosen in Kconfig, and no way to
         # tell which.
         skip_all(f"provider {want!r}: no {PROVIDER_KNOB} to select it "
                  "(CONFIG_NET_DEVMEM_PROVIDER_TEST)")
-    value = {"c": "N", "rust": "Y"}.get(want)
-    if value is None:
-        skip_all(f"unknown provider {want!r}")
-    with open(PROVIDER_KNOB, encoding="ascii") as f:
-        old = f.read().strip()
-    with open(PROVIDER_KNOB, "w", encoding="ascii") as f:
-        f.write(value)
-    with open(PROVIDER_KNOB, encoding="ascii") as f:
-        now = f.read().strip()
-    if now != value:
-        print(f"# {PROVIDER_KNOB} reads {now!r} after writing {value!r}")
-        sys.exit(1)
+    values = PROVIDERS.get(want)
+    if values is None:
+        skip_all(f"unknown provider {want!r}: one of {', '.join(PROVIDERS)}")
+    if values[1] == "Y" and not os.path.exists(FREELIST_KNOB):
+        skip_all(f"provider {want!r}: no {FREELIST_KNOB}")
+    old = read_knobs()
+    write_knob(PROVIDER_KNOB, values[0])
+    if os.path.exists(FREELIST_KNOB):
+        write_knob(FREELIST_KNOB, values[1])
     return old
 
 
 def restore_provider(old):
     """Writes back what select_provider() returned."""
     if old is not None:
-        with open(PROVIDER_KNOB, "w", encoding="ascii") as f:
-            f.write(old)
+        for path, value in zip((PROVIDER_KNOB, FREELIST_KNOB), old):
+            if os.path.exists(path):
+                write_knob(path, value)
 
 
 def provider_calls():
@@ -193,8 +224,8 @@ def provider_served(cfg) -> None:
                          "not known")
     want = cfg.provider
     if want is None:
-        with open(PROVIDER_KNOB, encoding="ascii") as f:
-            want = "rust" if f.read().strip() == "Y" else "c"
+        knobs = read_knobs()
+        want = next(p for p, v in PROVIDERS.items() if v == knobs)
     ksft_pr(f"calls before {cfg.calls}, after {after}")
     ksft_gt(after[want][0], cfg.calls[want][0],
             f"pools initialized by the {want} provider")

@@ -28,7 +28,8 @@ Sockets holding netmems are not covered: netdevsim never receives payload
 into provider memory, so no netmem ever reaches a socket.
 
 Needs no hardware and no remote end. Environment, as devmem_bind.py:
-DEVMEM_PROVIDER ("c" or "rust") and UDMABUF_DEV (default /dev/udmabuf).
+DEVMEM_PROVIDER ("c", "rust", or their "-freelist" variants) and
+UDMABUF_DEV (default /dev/udmabuf).
 """
 
 import errno
