@@ -397,6 +397,10 @@ pub struct Pair {
     pub ratio: f64,
     /// The A/A control of the baseline arm, when it was measured.
     pub control: Option<Control>,
+    /// The smallest and the largest of the ratios of the single rounds
+    /// (NaN when no round resolves it): how much the workload itself moves
+    /// the ratio from round to round.
+    pub round_range: (f64, f64),
 }
 
 /// An A/A control: the baseline arm of a pair run a second time under
@@ -496,14 +500,17 @@ fn by_arm(samples: &[Sample]) -> BTreeMap<(String, String), BTreeMap<String, Rou
 /// both arms and cancels, as it does not in the ratio of medians pooled
 /// over every round. NaN when no round resolves it.
 fn paired_ratio(what: &str, test: &Rounds_, base: &Rounds_) -> f64 {
-    let per_round: Vec<f64> = test
-        .iter()
+    stats(&round_ratios(what, test, base)).map_or(f64::NAN, |s| s.median)
+}
+
+/// The ratio of `test` over `base` in each round that resolves it.
+fn round_ratios(what: &str, test: &Rounds_, base: &Rounds_) -> Vec<f64> {
+    test.iter()
         .filter_map(|(round, t)| {
             let r = ratio(what, &stats(t)?, &stats(base.get(round)?)?);
             r.is_finite().then_some(r)
         })
-        .collect();
-    stats(&per_round).map_or(f64::NAN, |s| s.median)
+        .collect()
 }
 
 pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
@@ -523,7 +530,10 @@ pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
                 arm: control_name,
                 stats: c,
             });
+            let round_range = stats(&round_ratios(&what, &arms[test], &arms[base]))
+                .map_or((f64::NAN, f64::NAN), |s| (s.min, s.max));
             out.push(Pair {
+                round_range,
                 ratio: paired_ratio(&what, &arms[test], &arms[base]),
                 what: what.clone(),
                 case: case.clone(),
@@ -584,8 +594,8 @@ pub fn table(pairs: &[Pair], tolerance: Option<f64>) -> String {
 /// and its spread to a hundredth of a percent, and the medians.
 pub fn markdown_table(pairs: &[Pair], tolerance: Option<f64>) -> String {
     let mut s = String::from(
-        "| measure | case | pair | ratio | A/A | spread | arm median | vs median |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| measure | case | pair | ratio | rounds: min-max | A/A | spread | arm median | vs median |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for p in pairs {
         let (aa, spread) = match &p.control {
@@ -600,12 +610,14 @@ pub fn markdown_table(pairs: &[Pair], tolerance: Option<f64>) -> String {
             v => format!(" {v}"),
         };
         s.push_str(&format!(
-            "| {} | {} | {}/{} | {:.3} | {aa} | {spread}{verdict} | {} | {} |\n",
+            "| {} | {} | {}/{} | {:.3} | {:.3}-{:.3} | {aa} | {spread}{verdict} | {} | {} |\n",
             p.what,
             p.case,
             p.arms[0],
             p.arms[1],
             p.ratio,
+            p.round_range.0,
+            p.round_range.1,
             short(p.stats[0].median),
             short(p.stats[1].median),
         ));
@@ -620,12 +632,22 @@ pub struct RatioChange {
     pub pair: String,
     pub then: f64,
     pub now: f64,
+    /// The widest spread of its per-round ratios in either run,
+    /// max / min - 1.
+    pub within_run: f64,
 }
 
 impl RatioChange {
     /// |now / then - 1|.
     pub fn change(&self) -> f64 {
         (self.now / self.then - 1.0).abs()
+    }
+
+    /// Whether the ratio is one number in each run, within `tolerance`
+    /// from round to round; if not, the workload moves it (where the pages
+    /// of a new memfd land, say) and no clock can reproduce it to that.
+    pub fn steady(&self, tolerance: f64) -> bool {
+        self.within_run <= tolerance + 1e-12
     }
 }
 
@@ -636,10 +658,12 @@ pub fn ratio_changes(then: &[Pair], now: &[Pair]) -> Vec<RatioChange> {
             let t = then
                 .iter()
                 .find(|t| t.what == n.what && t.case == n.case && t.arms == n.arms)?;
+            let spread = |p: &Pair| p.round_range.1 / p.round_range.0 - 1.0;
             (t.ratio.is_finite() && n.ratio.is_finite()).then(|| RatioChange {
                 pair: format!("{} {} {}/{}", n.what, n.case, n.arms[0], n.arms[1]),
                 then: t.ratio,
                 now: n.ratio,
+                within_run: spread(t).max(spread(n)),
             })
         })
         .collect()
@@ -671,27 +695,37 @@ pub fn compare_runs(then: &Path, now: &Path) -> Result<()> {
     if changes.is_empty() {
         bail!("the two runs have no pair in common");
     }
+    // Without a tolerance (wall clock), every ratio is reported, none judged.
     let tolerance = now_clock.and_then(Clock::aa_tolerance);
-    println!("{:<46} {:>8} {:>8} {:>7}", "pair", "then", "now", "change");
+    let judged = |c: &RatioChange| tolerance.is_some_and(|t| c.steady(t));
+    println!(
+        "{:<46} {:>8} {:>8} {:>7} {:>10}",
+        "pair", "then", "now", "change", "in a run"
+    );
     for c in &changes {
         println!(
-            "{:<46} {:>8.3} {:>8.3} {:>6.2}%",
+            "{:<46} {:>8.3} {:>8.3} {:>6.2}% {:>9.2}%{}",
             c.pair,
             c.then,
             c.now,
-            c.change() * 100.0
+            c.change() * 100.0,
+            c.within_run * 100.0,
+            if judged(c) { "" } else { "  (not judged)" }
         );
     }
-    let worst = changes.iter().map(RatioChange::change).fold(0.0, f64::max);
+    let steady: Vec<&RatioChange> = changes.iter().filter(|c| judged(c)).collect();
+    let worst = steady.iter().map(|c| c.change()).fold(0.0, f64::max);
     println!(
-        "largest change: {:.2}% over {} ratios",
+        "largest change: {:.2}% over the {} of {} ratios that are steady within each run \
+         (per-round ratios within the A/A tolerance); the others vary with the workload",
         worst * 100.0,
+        steady.len(),
         changes.len()
     );
     if let Some(t) = tolerance {
         if worst > t + 1e-12 {
             bail!(
-                "a ratio moved by {:.2}% between the runs, more than the {:.1}% the A/A controls allow",
+                "a steady ratio moved by {:.2}% between the runs, more than the {:.1}% the A/A controls allow",
                 worst * 100.0,
                 t * 100.0
             );
@@ -1432,7 +1466,7 @@ UDMABUF 4k-2M attach+detach rs 0.2
         assert!((p.control.as_ref().unwrap().ratio - 1.005).abs() < 1e-9);
         let md = markdown_table(&pairs, Some(AA_TOLERANCE));
         assert!(
-            md.contains("| pp-provider-path | page_pool | rs-fl/c-fl | 1.100 | 1.005 | 0.50% ok | 330 | 300 |\n"),
+            md.contains("| pp-provider-path | page_pool | rs-fl/c-fl | 1.100 | 1.100-1.100 | 1.005 | 0.50% ok | 330 | 300 |\n"),
             "{md}"
         );
     }
@@ -1449,6 +1483,22 @@ UDMABUF 4k-2M attach+detach rs 0.2
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert_eq!(changes[0].pair, "pp-provider-path page_pool rs/c");
         assert!((changes[0].change() - (1.02 / 1.01 - 1.0)).abs() < 1e-12);
+        assert!(changes[0].steady(AA_TOLERANCE));
+        // A ratio that moves from round to round is not one to reproduce.
+        let rounds = |a: f64, b: f64| {
+            let mut v = parse_samples(&format!(
+                "PP provider-path c 300\nPP provider-path rs {a}\n"
+            ));
+            let mut w = parse_samples(&format!(
+                "PP provider-path c 300\nPP provider-path rs {b}\n"
+            ));
+            w.iter_mut().for_each(|s| s.round = 1);
+            v.append(&mut w);
+            pairs(&v)
+        };
+        let changes = ratio_changes(&rounds(300.0, 303.0), &rounds(300.0, 301.0));
+        assert!((changes[0].within_run - 0.01).abs() < 1e-12, "{changes:?}");
+        assert!(!changes[0].steady(AA_TOLERANCE));
     }
 
     #[test]
