@@ -401,6 +401,26 @@ pub struct Pair {
     /// (NaN when no round resolves it): how much the workload itself moves
     /// the ratio from round to round.
     pub round_range: (f64, f64),
+    /// The interquartile range of the per-round ratios over their median:
+    /// their spread, where a single odd round does not count.
+    pub round_spread: f64,
+}
+
+/// The `p` quantile of sorted `v`, interpolated between its neighbours.
+fn quantile(v: &[f64], p: f64) -> f64 {
+    let x = (v.len() - 1) as f64 * p;
+    let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
+    v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
+}
+
+/// The interquartile range of `values` over their median; NaN when empty.
+fn relative_iqr(values: &[f64]) -> f64 {
+    if values.is_empty() {
+        return f64::NAN;
+    }
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    (quantile(&v, 0.75) - quantile(&v, 0.25)) / quantile(&v, 0.5)
 }
 
 /// An A/A control: the baseline arm of a pair run a second time under
@@ -530,10 +550,11 @@ pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
                 arm: control_name,
                 stats: c,
             });
-            let round_range = stats(&round_ratios(&what, &arms[test], &arms[base]))
-                .map_or((f64::NAN, f64::NAN), |s| (s.min, s.max));
+            let per_round = round_ratios(&what, &arms[test], &arms[base]);
+            let round_range = stats(&per_round).map_or((f64::NAN, f64::NAN), |s| (s.min, s.max));
             out.push(Pair {
                 round_range,
+                round_spread: relative_iqr(&per_round),
                 ratio: paired_ratio(&what, &arms[test], &arms[base]),
                 what: what.clone(),
                 case: case.clone(),
@@ -632,8 +653,7 @@ pub struct RatioChange {
     pub pair: String,
     pub then: f64,
     pub now: f64,
-    /// The widest spread of its per-round ratios in either run,
-    /// max / min - 1.
+    /// The larger of its [`Pair::round_spread`] in the two runs.
     pub within_run: f64,
 }
 
@@ -658,7 +678,7 @@ pub fn ratio_changes(then: &[Pair], now: &[Pair]) -> Vec<RatioChange> {
             let t = then
                 .iter()
                 .find(|t| t.what == n.what && t.case == n.case && t.arms == n.arms)?;
-            let spread = |p: &Pair| p.round_range.1 / p.round_range.0 - 1.0;
+            let spread = |p: &Pair| p.round_spread;
             (t.ratio.is_finite() && n.ratio.is_finite()).then(|| RatioChange {
                 pair: format!("{} {} {}/{}", n.what, n.case, n.arms[0], n.arms[1]),
                 then: t.ratio,
@@ -717,7 +737,8 @@ pub fn compare_runs(then: &Path, now: &Path) -> Result<()> {
     let worst = steady.iter().map(|c| c.change()).fold(0.0, f64::max);
     println!(
         "largest change: {:.2}% over the {} of {} ratios that are steady within each run \
-         (per-round ratios within the A/A tolerance); the others vary with the workload",
+         (interquartile range of the per-round ratios within the A/A tolerance); the others \
+         vary with the workload",
         worst * 100.0,
         steady.len(),
         changes.len()
@@ -1472,6 +1493,13 @@ UDMABUF 4k-2M attach+detach rs 0.2
     }
 
     #[test]
+    fn one_odd_round_does_not_spread_a_ratio() {
+        assert_eq!(relative_iqr(&[0.982, 0.982, 0.862, 0.982, 0.982]), 0.0);
+        assert!(relative_iqr(&[1.37, 1.29, 1.82, 1.57, 1.63]) > 0.1);
+        assert!(relative_iqr(&[]).is_nan());
+    }
+
+    #[test]
     fn ratio_changes_match_pairs_of_both_runs() {
         let then = pairs(&parse_samples(
             "PP provider-path c 300\nPP provider-path rs 303\nPP fast-path c 70\nPP fast-path rs 70\n",
@@ -1496,8 +1524,12 @@ UDMABUF 4k-2M attach+detach rs 0.2
             v.append(&mut w);
             pairs(&v)
         };
-        let changes = ratio_changes(&rounds(300.0, 303.0), &rounds(300.0, 301.0));
-        assert!((changes[0].within_run - 0.01).abs() < 1e-12, "{changes:?}");
+        let changes = ratio_changes(&rounds(300.0, 306.0), &rounds(300.0, 301.0));
+        // Two rounds, 1.00 and 1.02: quartiles 1.005 and 1.015 around 1.01.
+        assert!(
+            (changes[0].within_run - 0.01 / 1.01).abs() < 1e-12,
+            "{changes:?}"
+        );
         assert!(!changes[0].steady(AA_TOLERANCE));
     }
 
