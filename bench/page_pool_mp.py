@@ -40,10 +40,12 @@ os.chdir(os.path.join(KSFT, "drivers/net"))
 
 # pylint: disable=wrong-import-position
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, NlError, ip  # noqa: E402
-from devmem_lib import provider_calls, restore_provider, select_provider  # noqa: E402
+from devmem_lib import (  # noqa: E402
+    FREELIST_KNOB, PROVIDER_KNOB, provider_calls, read_knobs, restore_provider, select_provider)
 
 # The provider of each arm, as devmem_lib.PROVIDERS names it.
-PROVIDER_OF = {"c": "c", "rs": "rust", "c-fl": "c-freelist", "rs-fl": "rust-freelist"}
+PROVIDER_OF = {"none": None, "c": "c", "rs": "rust", "c-fl": "c-freelist",
+               "rs-fl": "rust-freelist"}
 CONTROL = "-aa"
 REPEAT = 3
 # bench_page_pool_simple.c's run_flags bits.
@@ -55,7 +57,7 @@ LINES = {
     "c": {"mp01-fast-path": "fast-path", "mp02-provider-path": "provider-path"},
 }
 for _arm in PROVIDER_OF:
-    LINES[_arm] = LINES["c"]
+    LINES.setdefault(_arm, LINES["c"])
 for _arm in ARMS:
     if _arm.removesuffix(CONTROL) not in LINES:
         sys.exit(f"unknown arm {_arm}: one of {', '.join(LINES)}, or one of them + {CONTROL}")
@@ -90,6 +92,8 @@ def served(arm, before, after):
     want = PROVIDER_OF[arm]
     if before is None or after is None:
         sys.exit("no net_devmem/calls: CONFIG_NET_DEVMEM_PROVIDER_TEST is off")
+    if want not in after:
+        sys.exit(f"arm {arm}: net_devmem/calls has no line for {want}: {after}")
     others = [p for p in after if p != want]
     if (after[want][0] <= before[want][0] or after[want][1] <= before[want][1]
             or any(after[p] != before.get(p) for p in others)):
@@ -111,10 +115,11 @@ def bind(ifindex, buf):
             return nl
         except NlError as e:
             nl.close()
-            if e.nl_msg.error != -errno.EBUSY:
+            if e.error != errno.EBUSY:
                 raise
         time.sleep(0.1)
-    sys.exit("bind-rx: EBUSY for 5 s: the previous binding's pools are not gone")
+    sys.exit("bind-rx: EBUSY for 5 s: the previous binding's pools are not gone "
+             "(see dmesg for page_pool_release_retry)")
 
 
 def run_module(flags, ifindex):
@@ -132,14 +137,28 @@ def run_module(flags, ifindex):
             re.finditer(r"Type:(\S+) Per elem: \d+ cycles\(tsc\) ([0-9.]+) ns", log)}
 
 
+def check_knobs():
+    """Exits, saying why, unless the kernel can select every provider arm
+    asked for; select_provider() would print a TAP skip instead, which the
+    host cannot tell from missing samples."""
+    want = {PROVIDER_OF[a.removesuffix(CONTROL)] for a in ARMS} - {None}
+    knobs = [PROVIDER_KNOB] + ([FREELIST_KNOB] if any(p.endswith("-freelist") for p in want)
+                               else [])
+    for knob in knobs:
+        if want and not os.path.exists(knob):
+            sys.exit(f"page_pool_mp.py: no {knob} for the arms {ARMS}: "
+                     "build with CONFIG_NET_DEVMEM_PROVIDER_TEST")
+
+
 def main():
+    check_knobs()
     nsim = NetdevSimDev(queue_count=1)
     dev = nsim.nsims[0].dev
     ip(f"link set dev {dev['ifname']} up")
     EthtoolFamily().rings_set({"header": {"dev-index": dev["ifindex"]},
                                "tcp-data-split": "enabled"})
     buf = dmabuf(4 << 20)  # 1024 net_iovs of 4 KiB
-    old = None
+    old = read_knobs()
     try:
         shift = ROUND % len(ARMS)
         for name in (ARMS[shift:] + ARMS[:shift]) * REPEAT:
@@ -147,14 +166,12 @@ def main():
             if arm == "none":
                 times = run_module([MP03, MP04], 0)
             else:
-                prev = select_provider(PROVIDER_OF[arm])
-                old = old or prev
+                select_provider(PROVIDER_OF[arm])
                 # The binding lives as long as its netlink socket.
-                nl = bind(dev["ifindex"], buf)
-                before = provider_calls()
-                times = run_module([MP01, MP02], dev["ifindex"])
-                served(arm, before, provider_calls())
-                nl.close()
+                with bind(dev["ifindex"], buf):
+                    before = provider_calls()
+                    times = run_module([MP01, MP02], dev["ifindex"])
+                    served(arm, before, provider_calls())
             for test, what in LINES[arm].items():
                 print(f"PP {what} {name} {times[test]}", flush=True)
     finally:

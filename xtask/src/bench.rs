@@ -402,12 +402,21 @@ pub struct Pair {
     /// the ratio from round to round.
     pub round_range: (f64, f64),
     /// The interquartile range of the per-round ratios over their median:
-    /// their spread, where a single odd round does not count.
+    /// their spread, where a single odd round does not count (from
+    /// [`MIN_ROUNDS_TO_JUDGE`] rounds on).
     pub round_spread: f64,
+    /// How many rounds resolve the ratio.
+    pub rounds: usize,
 }
 
-/// The `p` quantile of sorted `v`, interpolated between its neighbours.
+/// Rounds a ratio needs in each run before `--compare` judges it: below
+/// that, the interquartile range is the range, and one odd round counts.
+pub const MIN_ROUNDS_TO_JUDGE: usize = 4;
+
+/// The `p` quantile of sorted, non-empty `v`, interpolated between its
+/// neighbours.
 fn quantile(v: &[f64], p: f64) -> f64 {
+    debug_assert!(!v.is_empty());
     let x = (v.len() - 1) as f64 * p;
     let (lo, hi) = (x.floor() as usize, x.ceil() as usize);
     v[lo] + (v[hi] - v[lo]) * (x - lo as f64)
@@ -420,7 +429,12 @@ fn relative_iqr(values: &[f64]) -> f64 {
     }
     let mut v = values.to_vec();
     v.sort_by(f64::total_cmp);
-    (quantile(&v, 0.75) - quantile(&v, 0.25)) / quantile(&v, 0.5)
+    let median = quantile(&v, 0.5);
+    if median > 0.0 {
+        (quantile(&v, 0.75) - quantile(&v, 0.25)) / median
+    } else {
+        f64::NAN
+    }
 }
 
 /// An A/A control: the baseline arm of a pair run a second time under
@@ -551,11 +565,12 @@ pub fn pairs(samples: &[Sample]) -> Vec<Pair> {
                 stats: c,
             });
             let per_round = round_ratios(&what, &arms[test], &arms[base]);
-            let round_range = stats(&per_round).map_or((f64::NAN, f64::NAN), |s| (s.min, s.max));
+            let per_round_stats = stats(&per_round);
             out.push(Pair {
-                round_range,
+                round_range: per_round_stats.map_or((f64::NAN, f64::NAN), |s| (s.min, s.max)),
                 round_spread: relative_iqr(&per_round),
-                ratio: paired_ratio(&what, &arms[test], &arms[base]),
+                rounds: per_round.len(),
+                ratio: per_round_stats.map_or(f64::NAN, |s| s.median),
                 what: what.clone(),
                 case: case.clone(),
                 arms: [test.into(), base.into()],
@@ -619,6 +634,11 @@ pub fn markdown_table(pairs: &[Pair], tolerance: Option<f64>) -> String {
          | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for p in pairs {
+        let range = if p.round_range.0.is_nan() {
+            "-".to_string()
+        } else {
+            format!("{:.3}-{:.3}", p.round_range.0, p.round_range.1)
+        };
         let (aa, spread) = match &p.control {
             Some(c) if !c.ratio.is_nan() => (
                 format!("{:.3}", c.ratio),
@@ -631,14 +651,12 @@ pub fn markdown_table(pairs: &[Pair], tolerance: Option<f64>) -> String {
             v => format!(" {v}"),
         };
         s.push_str(&format!(
-            "| {} | {} | {}/{} | {:.3} | {:.3}-{:.3} | {aa} | {spread}{verdict} | {} | {} |\n",
+            "| {} | {} | {}/{} | {:.3} | {range} | {aa} | {spread}{verdict} | {} | {} |\n",
             p.what,
             p.case,
             p.arms[0],
             p.arms[1],
             p.ratio,
-            p.round_range.0,
-            p.round_range.1,
             short(p.stats[0].median),
             short(p.stats[1].median),
         ));
@@ -646,15 +664,30 @@ pub fn markdown_table(pairs: &[Pair], tolerance: Option<f64>) -> String {
     s
 }
 
-/// A pair's ratio in two runs.
+/// A pair's ratio in two runs, and what `--compare` makes of it.
 #[derive(Debug, PartialEq)]
 pub struct RatioChange {
     /// `what case test/base`.
     pub pair: String,
     pub then: f64,
     pub now: f64,
-    /// The larger of its [`Pair::round_spread`] in the two runs.
-    pub within_run: f64,
+    pub verdict: Judged,
+}
+
+/// What `--compare` makes of a pair.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Judged {
+    /// Steady in THEN, and moved by at most the tolerance.
+    Pass,
+    /// Steady in THEN, and moved by more than the tolerance (or is missing
+    /// or unresolved in NOW).
+    Fail,
+    /// Its per-round ratios spread by more than half the tolerance in THEN,
+    /// or it has fewer than [`MIN_ROUNDS_TO_JUDGE`] rounds in a run: the
+    /// workload moves it, or too few rounds tell.
+    Unsteady,
+    /// Only in NOW: nothing to compare with.
+    New,
 }
 
 impl RatioChange {
@@ -662,36 +695,59 @@ impl RatioChange {
     pub fn change(&self) -> f64 {
         (self.now / self.then - 1.0).abs()
     }
-
-    /// Whether the ratio is one number in each run, within `tolerance`
-    /// from round to round; if not, the workload moves it (where the pages
-    /// of a new memfd land, say) and no clock can reproduce it to that.
-    pub fn steady(&self, tolerance: f64) -> bool {
-        self.within_run <= tolerance + 1e-12
-    }
 }
 
-/// The ratios of the pairs found in both runs, where both resolve them.
-pub fn ratio_changes(then: &[Pair], now: &[Pair]) -> Vec<RatioChange> {
-    now.iter()
-        .filter_map(|n| {
-            let t = then
-                .iter()
-                .find(|t| t.what == n.what && t.case == n.case && t.arms == n.arms)?;
-            let spread = |p: &Pair| p.round_spread;
-            (t.ratio.is_finite() && n.ratio.is_finite()).then(|| RatioChange {
-                pair: format!("{} {} {}/{}", n.what, n.case, n.arms[0], n.arms[1]),
+/// How every pair of `then` and `now` moved, judged against `tolerance`.
+/// A pair is judged when it is steady in THEN (the interquartile range of
+/// its per-round ratios at most half the tolerance, over at least
+/// [`MIN_ROUNDS_TO_JUDGE`] rounds), so that one that turned noisy in NOW
+/// still fails.
+pub fn ratio_changes(then: &[Pair], now: &[Pair], tolerance: f64) -> Vec<RatioChange> {
+    let name = |p: &Pair| format!("{} {} {}/{}", p.what, p.case, p.arms[0], p.arms[1]);
+    let same = |a: &Pair, b: &Pair| a.what == b.what && a.case == b.case && a.arms == b.arms;
+    let steady = |p: &Pair| {
+        p.ratio.is_finite() && p.rounds >= MIN_ROUNDS_TO_JUDGE && p.round_spread <= tolerance / 2.0
+    };
+    let mut out: Vec<RatioChange> = then
+        .iter()
+        .filter(|t| t.ratio.is_finite())
+        .map(|t| {
+            let n = now.iter().find(|n| same(t, n));
+            let now_ratio = n.map_or(f64::NAN, |n| n.ratio);
+            let verdict = if !steady(t) || n.is_some_and(|n| n.rounds < MIN_ROUNDS_TO_JUDGE) {
+                Judged::Unsteady
+            } else if now_ratio.is_finite()
+                && (now_ratio / t.ratio - 1.0).abs() <= tolerance + 1e-12
+            {
+                Judged::Pass
+            } else {
+                Judged::Fail
+            };
+            RatioChange {
+                pair: name(t),
                 then: t.ratio,
-                now: n.ratio,
-                within_run: spread(t).max(spread(n)),
-            })
+                now: now_ratio,
+                verdict,
+            }
         })
-        .collect()
+        .collect();
+    out.extend(
+        now.iter()
+            .filter(|n| !then.iter().any(|t| same(t, n)))
+            .map(|n| RatioChange {
+                pair: name(n),
+                then: f64::NAN,
+                now: n.ratio,
+                verdict: Judged::New,
+            }),
+    );
+    out
 }
 
 /// `bench --compare THEN NOW`: prints how every ratio moved between two
-/// runs of the same clock, and fails if one moved by more than the clock's
-/// A/A tolerance.
+/// runs of the same clock. Fails if a ratio that is steady in THEN moved by
+/// more than the clock's A/A tolerance or went missing, if an A/A control
+/// of either run failed, or if nothing could be judged.
 pub fn compare_runs(then: &Path, now: &Path) -> Result<()> {
     let load = |path: &Path| -> Result<(Vec<Sample>, Option<Clock>)> {
         let text = std::fs::read_to_string(path)
@@ -711,46 +767,68 @@ pub fn compare_runs(then: &Path, now: &Path) -> Result<()> {
             now_clock.map(Clock::name)
         );
     }
-    let changes = ratio_changes(&pairs(&then_samples), &pairs(&now_samples));
-    if changes.is_empty() {
-        bail!("the two runs have no pair in common");
-    }
-    // Without a tolerance (wall clock), every ratio is reported, none judged.
-    let tolerance = now_clock.and_then(Clock::aa_tolerance);
-    let judged = |c: &RatioChange| tolerance.is_some_and(|t| c.steady(t));
-    println!(
-        "{:<46} {:>8} {:>8} {:>7} {:>10}",
-        "pair", "then", "now", "change", "in a run"
-    );
+    let Some(tolerance) = now_clock.and_then(Clock::aa_tolerance) else {
+        bail!(
+            "the runs are on the {} clock, which has no A/A tolerance to judge by: compare icount runs",
+            now_clock.map_or("unrecorded", Clock::name)
+        );
+    };
+    let (then_pairs, now_pairs) = (pairs(&then_samples), pairs(&now_samples));
+    let changes = ratio_changes(&then_pairs, &now_pairs, tolerance);
+    println!("{:<46} {:>8} {:>8} {:>7}", "pair", "then", "now", "change");
     for c in &changes {
+        let note = match c.verdict {
+            Judged::Pass => "",
+            Judged::Fail => "  FAIL",
+            Judged::Unsteady => "  (unsteady in a run: not judged)",
+            Judged::New => "  (new: not compared)",
+        };
         println!(
-            "{:<46} {:>8.3} {:>8.3} {:>6.2}% {:>9.2}%{}",
+            "{:<46} {:>8.3} {:>8.3} {:>6.2}%{note}",
             c.pair,
             c.then,
             c.now,
-            c.change() * 100.0,
-            c.within_run * 100.0,
-            if judged(c) { "" } else { "  (not judged)" }
+            c.change() * 100.0
         );
     }
-    let steady: Vec<&RatioChange> = changes.iter().filter(|c| judged(c)).collect();
-    let worst = steady.iter().map(|c| c.change()).fold(0.0, f64::max);
+    let count = |v: Judged| changes.iter().filter(|c| c.verdict == v).count();
+    let judged: Vec<&RatioChange> = changes
+        .iter()
+        .filter(|c| matches!(c.verdict, Judged::Pass | Judged::Fail))
+        .collect();
+    let worst = judged.iter().map(|c| c.change()).fold(0.0, f64::max);
     println!(
-        "largest change: {:.2}% over the {} of {} ratios that are steady within each run \
-         (interquartile range of the per-round ratios within the A/A tolerance); the others \
-         vary with the workload",
+        "{} ratios judged (steady in the first run), largest change {:.2}%; {} unsteady, {} new",
+        judged.len(),
         worst * 100.0,
-        steady.len(),
-        changes.len()
+        count(Judged::Unsteady),
+        count(Judged::New)
     );
-    if let Some(t) = tolerance {
-        if worst > t + 1e-12 {
-            bail!(
-                "a steady ratio moved by {:.2}% between the runs, more than the {:.1}% the A/A controls allow",
-                worst * 100.0,
-                t * 100.0
+    let failed_controls = [(then, &then_pairs), (now, &now_pairs)].map(|(path, p)| {
+        let n = controls(p, Some(tolerance))
+            .iter()
+            .filter(|(_, _, v)| *v == Verdict::Fail)
+            .count();
+        (path, n)
+    });
+    for (path, n) in failed_controls {
+        if n > 0 {
+            println!(
+                "{}: {n} A/A controls further than the tolerance from 1",
+                path.display()
             );
         }
+    }
+    if judged.is_empty() {
+        bail!("no ratio was steady enough to judge: run more rounds (--rounds)");
+    }
+    if count(Judged::Fail) > 0 || failed_controls.iter().any(|(_, n)| *n > 0) {
+        bail!(
+            "{} ratios moved by more than {:.1}% or went missing, and {} A/A controls failed: the runs do not agree",
+            count(Judged::Fail),
+            tolerance * 100.0,
+            failed_controls.iter().map(|(_, n)| n).sum::<usize>()
+        );
     }
     Ok(())
 }
@@ -1500,37 +1578,65 @@ UDMABUF 4k-2M attach+detach rs 0.2
     }
 
     #[test]
-    fn ratio_changes_match_pairs_of_both_runs() {
-        let then = pairs(&parse_samples(
-            "PP provider-path c 300\nPP provider-path rs 303\nPP fast-path c 70\nPP fast-path rs 70\n",
-        ));
-        let now = pairs(&parse_samples(
-            "PP provider-path c 300\nPP provider-path rs 306\nPIN 4k 2M fd 10 1\nPIN 4k 2M fast 10 1\n",
-        ));
-        let changes = ratio_changes(&then, &now);
-        assert_eq!(changes.len(), 1, "{changes:?}");
-        assert_eq!(changes[0].pair, "pp-provider-path page_pool rs/c");
-        assert!((changes[0].change() - (1.02 / 1.01 - 1.0)).abs() < 1e-12);
-        assert!(changes[0].steady(AA_TOLERANCE));
-        // A ratio that moves from round to round is not one to reproduce.
-        let rounds = |a: f64, b: f64| {
-            let mut v = parse_samples(&format!(
-                "PP provider-path c 300\nPP provider-path rs {a}\n"
-            ));
-            let mut w = parse_samples(&format!(
-                "PP provider-path c 300\nPP provider-path rs {b}\n"
-            ));
-            w.iter_mut().for_each(|s| s.round = 1);
-            v.append(&mut w);
+    fn ratio_changes_judge_steady_pairs_of_the_first_run() {
+        // `rounds` rounds of c 300 against rs at the given values.
+        let run = |rs: &[f64], extra: &str| {
+            let mut v = Vec::new();
+            for (round, r) in rs.iter().enumerate() {
+                let mut s = parse_samples(&format!(
+                    "PP provider-path c 300\nPP provider-path rs {r}\n{extra}"
+                ));
+                s.iter_mut().for_each(|s| s.round = round as u32);
+                v.append(&mut s);
+            }
             pairs(&v)
         };
-        let changes = ratio_changes(&rounds(300.0, 306.0), &rounds(300.0, 301.0));
-        // Two rounds, 1.00 and 1.02: quartiles 1.005 and 1.015 around 1.01.
-        assert!(
-            (changes[0].within_run - 0.01 / 1.01).abs() < 1e-12,
-            "{changes:?}"
+        let verdict = |then: &[Pair], now: &[Pair]| {
+            let c = ratio_changes(then, now, AA_TOLERANCE);
+            let rc = c
+                .iter()
+                .find(|c| c.pair == "pp-provider-path page_pool rs/c");
+            rc.map(|c| c.verdict)
+        };
+        let steady = run(&[303.0; 5], "");
+        // Within the tolerance: pass; beyond it: fail.
+        assert_eq!(verdict(&steady, &run(&[304.0; 5], "")), Some(Judged::Pass));
+        assert_eq!(verdict(&steady, &run(&[306.0; 5], "")), Some(Judged::Fail));
+        // One odd round of five does not make a pair unsteady.
+        let odd = run(&[303.0, 303.0, 360.0, 303.0, 303.0], "");
+        assert_eq!(verdict(&odd, &steady), Some(Judged::Pass));
+        // A pair that moves from round to round, or has too few rounds, is
+        // not judged; one that turned noisy in the second run is.
+        let moving = run(&[300.0, 330.0, 360.0, 390.0, 420.0], "");
+        assert_eq!(verdict(&moving, &steady), Some(Judged::Unsteady));
+        assert_eq!(
+            verdict(&run(&[303.0; 3], ""), &steady),
+            Some(Judged::Unsteady)
         );
-        assert!(!changes[0].steady(AA_TOLERANCE));
+        assert_eq!(verdict(&steady, &moving), Some(Judged::Fail));
+        // Missing in the second run: fail; new in it: not compared.
+        let other = run(&[303.0; 5], "")
+            .into_iter()
+            .filter(|p| p.arms[0] != "rs");
+        assert_eq!(
+            verdict(&steady, &other.collect::<Vec<_>>()),
+            Some(Judged::Fail)
+        );
+        let with_new = run(
+            &[303.0; 5],
+            "PP provider-path rs-fl 1\nPP provider-path c-fl 1\n",
+        );
+        let c = ratio_changes(&steady, &with_new, AA_TOLERANCE);
+        assert!(c
+            .iter()
+            .any(|c| c.verdict == Judged::New && c.pair.contains("rs-fl/c-fl")));
+    }
+
+    #[test]
+    fn quantiles_interpolate() {
+        assert_eq!(quantile(&[1.0, 3.0], 0.5), 2.0);
+        assert_eq!(quantile(&[1.0, 2.0, 3.0, 4.0], 0.25), 1.75);
+        assert!(relative_iqr(&[0.0]).is_nan());
     }
 
     #[test]
