@@ -49,8 +49,8 @@ use kernel::{
     mm::{
         gup::{
             Accounting,
-            Flags,
             LongTerm,
+            PinFlags,
             PinnedPages, //
         },
         virt::{
@@ -287,7 +287,7 @@ fn export(
         let nr = usize::try_from(item.size >> PAGE_SHIFT).map_err(|_| EINVAL)?;
         // A write seal added since the check makes the pin fail with EPERM; C checks under the
         // inode lock and says EINVAL.
-        let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, Flags::WRITE, accounting)
+        let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, PinFlags::WRITE, accounting)
             .map_err(|e| if e == EPERM { EINVAL } else { e })?;
         match pages.as_mut() {
             None => {

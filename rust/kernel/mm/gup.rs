@@ -39,22 +39,22 @@ use core::{
 /// Pins are always pins: `FOLL_PIN` and `FOLL_GET` cannot be expressed. Whether a pin is long-term
 /// is not a flag either but the type parameter of [`PinnedPages`].
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Flags(u32);
+pub struct PinFlags(u32);
 
-impl Flags {
+impl PinFlags {
     /// The pages will be written to, for example by a device.
     ///
     /// Pins of user addresses break copy-on-write first (`FOLL_WRITE`); pins of a file refuse a
     /// write-sealed memfd (`PIN_FD_WRITE`).
-    pub const WRITE: Flags = Flags(1 << 0);
+    pub const WRITE: PinFlags = PinFlags(1 << 0);
 
     /// No flags: the pages will only be read.
-    pub const fn empty() -> Flags {
-        Flags(0)
+    pub const fn empty() -> PinFlags {
+        PinFlags(0)
     }
 
     /// Returns whether `self` contains all of `flags`.
-    pub const fn contains(self, flags: Flags) -> bool {
+    pub const fn contains(self, flags: PinFlags) -> bool {
         self.0 & flags.0 == flags.0
     }
 
@@ -75,11 +75,11 @@ impl Flags {
     }
 }
 
-impl BitOr for Flags {
-    type Output = Flags;
+impl BitOr for PinFlags {
+    type Output = PinFlags;
 
-    fn bitor(self, rhs: Flags) -> Flags {
-        Flags(self.0 | rhs.0)
+    fn bitor(self, rhs: PinFlags) -> PinFlags {
+        PinFlags(self.0 | rhs.0)
     }
 }
 
@@ -170,14 +170,14 @@ impl Drop for MemlockCharge {
 /// The pages are lent out as [`BorrowedPage`]s, by index, by iterator or through [`AsPageIter`],
 /// and their folios as [`Folio`]s; they are never freed by this type.
 ///
-/// Pages pinned with [`Flags::WRITE`] are marked dirty when they are unpinned
+/// Pages pinned with [`PinFlags::WRITE`] are marked dirty when they are unpinned
 /// (`unpin_user_pages_dirty_lock()`), as `Documentation/core-api/pin_user_pages.rst` asks: a
 /// device, or a PFN mapping of the pages, writes to them behind the memory manager's back, and a
 /// clean page-cache page could be dropped by reclaim once unpinned, with the data written to it.
 ///
 /// # Context
 ///
-/// Dropping pins taken with [`Flags::WRITE`] may sleep, since marking a page dirty takes its folio
+/// Dropping pins taken with [`PinFlags::WRITE`] may sleep, since marking a page dirty takes its folio
 /// lock; so does dropping a charge ([`Accounting::Memlock`]). Dropping read-only, uncharged pins
 /// does not sleep.
 ///
@@ -186,10 +186,10 @@ impl Drop for MemlockCharge {
 /// Pin a user buffer long-term for a device to write into; the pages are released dirty:
 ///
 /// ```
-/// use kernel::mm::gup::{Flags, LongTerm, PinnedPages};
+/// use kernel::mm::gup::{PinFlags, LongTerm, PinnedPages};
 ///
 /// fn dma_into_user(addr: usize, nr_pages: usize) -> Result {
-///     let pages = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, nr_pages, Flags::WRITE)?;
+///     let pages = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, nr_pages, PinFlags::WRITE)?;
 ///     for page in pages.iter() {
 ///         // Hand `page` to the device.
 ///         let _ = page;
@@ -207,7 +207,7 @@ impl Drop for MemlockCharge {
 ///   and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins), or the shared zero
 ///   page, which GUP lends without a pin and `unpin_user_pages()` skips.
 /// - The pins are released only by [`Drop`].
-/// - `dirty` is true if the pins were taken with [`Flags::WRITE`], false if without: all of
+/// - `dirty` is true if the pins were taken with [`PinFlags::WRITE`], false if without: all of
 ///   them the same way.
 /// - `charge` is empty, or the `RLIMIT_MEMLOCK` charge for pages of `pages`. It is returned after
 ///   they are unpinned: fields are dropped after [`Drop::drop`] has run.
@@ -255,7 +255,7 @@ impl<T: PinTerm> PinnedPages<T> {
     unsafe fn from_pinned(
         mut pages: KVVec<NonNull<bindings::page>>,
         nr_pages: usize,
-        flags: Flags,
+        flags: PinFlags,
         ret: c_long,
         charge: MemlockCharge,
     ) -> Result<Self> {
@@ -271,7 +271,7 @@ impl<T: PinTerm> PinnedPages<T> {
         // dropped right away. `charge` is empty or their charge.
         let mut this = Self {
             pages,
-            dirty: flags.contains(Flags::WRITE),
+            dirty: flags.contains(PinFlags::WRITE),
             charge,
             _term: PhantomData,
         };
@@ -292,7 +292,7 @@ impl<T: PinTerm> PinnedPages<T> {
     ///
     /// Returns [`EINVAL`] if `nr_pages` is zero or too large, and [`EFAULT`] if not all of the
     /// range could be pinned or the current task has no user address space (a kernel thread).
-    pub fn pin_user_pages_fast(start: usize, nr_pages: usize, flags: Flags) -> Result<Self> {
+    pub fn pin_user_pages_fast(start: usize, nr_pages: usize, flags: PinFlags) -> Result<Self> {
         let count = c_int::try_from(nr_pages).map_err(|_| EINVAL)?;
         // `pin_user_pages_fast()` dereferences `current->mm` without checking it.
         if crate::current!().mm().is_none() {
@@ -335,7 +335,7 @@ impl<T: PinTerm> PinnedPages<T> {
         mmap: &MmapReadGuard<'_>,
         start: usize,
         nr_pages: usize,
-        flags: Flags,
+        flags: PinFlags,
     ) -> Result<Self> {
         let mut pages = Self::alloc(nr_pages)?;
         // SAFETY: By the invariants of `MmapReadGuard`, the mmap read lock of `mmap.mm` is held,
@@ -405,7 +405,7 @@ impl<T: PinTerm> PinnedPages<T> {
     /// the pages of several ranges, in order.
     ///
     /// If memory for the longer array cannot be allocated, if one was pinned with
-    /// [`Flags::WRITE`] and the other without ([`EINVAL`]: pages pinned read-only must not be
+    /// [`PinFlags::WRITE`] and the other without ([`EINVAL`]: pages pinned read-only must not be
     /// dirtied), or if both are charged but to different users or processes ([`EINVAL`]),
     /// `other` is dropped: its pins are released and its charge returned, and `self` is
     /// unchanged.
@@ -447,13 +447,13 @@ impl PinnedPages<LongTerm> {
     /// are pinned, and the charge is returned after they are unpinned.
     ///
     /// Returns [`EINVAL`] if the file is of another kind, if `nr_pages` is zero or if the range
-    /// goes past the end of the file, [`EPERM`] if [`Flags::WRITE`] is asked for a write-sealed
+    /// goes past the end of the file, [`EPERM`] if [`PinFlags::WRITE`] is asked for a write-sealed
     /// memfd, and [`ENOMEM`] if the charge would exceed `RLIMIT_MEMLOCK`.
     pub fn pin_user_pages_fd(
         file: &LocalFile,
         start: usize,
         nr_pages: usize,
-        flags: Flags,
+        flags: PinFlags,
         accounting: Accounting,
     ) -> Result<Self> {
         let mut pages = Self::alloc(nr_pages)?;
@@ -495,7 +495,7 @@ impl<T: PinTerm> Drop for PinnedPages<T> {
         }
         // SAFETY: By the type invariants, each of the `len` pages holds one pin owned by `self`,
         // or is the zero page, which is unpinned as a no-op. GUP never lends the zero page for
-        // [`Flags::WRITE`] (it unshares first), so only pages pinned for writing are dirtied.
+        // [`PinFlags::WRITE`] (it unshares first), so only pages pinned for writing are dirtied.
         // `unpin_user_pages_dirty_lock()` releases consecutive pages of one folio with one update
         // of the folio.
         unsafe {
@@ -781,7 +781,7 @@ mod tests {
         let addr = map(&file, PAGE_SIZE)?;
         // A first long-term pin moves the page out of ZONE_MOVABLE, so that the pins below find
         // it where it is.
-        let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 1, Flags::WRITE)?;
+        let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 1, PinFlags::WRITE)?;
         let held = HeldFolio::new(&first, 0)?;
         drop(first);
         let folio = held.folio();
@@ -791,7 +791,7 @@ mod tests {
         let refs = ref_count(folio);
         let stats = PinStats::now();
 
-        let pinned = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 1, Flags::WRITE)?;
+        let pinned = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 1, PinFlags::WRITE)?;
         assert!(all_in(&pinned, folio));
         assert_eq!(ref_count(folio), refs + PIN_BIAS);
         assert!(folio.maybe_dma_pinned());
@@ -801,7 +801,8 @@ mod tests {
         assert!(!folio.maybe_dma_pinned());
         assert_eq!(PinStats::now(), stats.plus(1, 1));
 
-        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::WRITE, Accounting::None)?;
+        let pinned =
+            PinnedPages::pin_user_pages_fd(&file, 0, 1, PinFlags::WRITE, Accounting::None)?;
         assert!(all_in(&pinned, folio));
         assert_eq!(ref_count(folio), refs + PIN_BIAS);
         assert!(folio.maybe_dma_pinned());
@@ -821,7 +822,7 @@ mod tests {
             return Ok(());
         };
         let addr = map(&file, SZ_2M)?;
-        let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 1, Flags::WRITE)?;
+        let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 1, PinFlags::WRITE)?;
         let held = HeldFolio::new(&first, 0)?;
         drop(first);
         let folio = held.folio();
@@ -834,7 +835,7 @@ mod tests {
 
         // Pages 3 to 10 of the folio: the pincount counts pages, not calls.
         let start = addr + 3 * PAGE_SIZE;
-        let pinned = PinnedPages::<LongTerm>::pin_user_pages_fast(start, NR, Flags::WRITE)?;
+        let pinned = PinnedPages::<LongTerm>::pin_user_pages_fast(start, NR, PinFlags::WRITE)?;
         assert_eq!(pinned.len(), NR);
         assert!(all_in(&pinned, folio));
         assert_eq!(pincount(folio), Some(NR as i32));
@@ -847,7 +848,7 @@ mod tests {
         assert_eq!(PinStats::now(), stats.plus(NR, NR));
 
         let pinned =
-            PinnedPages::pin_user_pages_fd(&file, 3, NR, Flags::empty(), Accounting::None)?;
+            PinnedPages::pin_user_pages_fd(&file, 3, NR, PinFlags::empty(), Accounting::None)?;
         assert!(all_in(&pinned, folio));
         assert_eq!(pincount(folio), Some(NR as i32));
         assert_eq!(ref_count(folio), refs + NR as i32);
@@ -866,14 +867,15 @@ mod tests {
         let addr = map(&file, NR * PAGE_SIZE)?;
         // Move the pages out of ZONE_MOVABLE first: a long-term pin that migrates pages also
         // counts the pins it dropped to migrate them.
-        let first = PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::empty(), Accounting::None)?;
+        let first =
+            PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::empty(), Accounting::None)?;
         drop(first);
         let stats = PinStats::now();
 
         let pinned = {
             let task = crate::current!();
             let mmap = task.mm().ok_or(EINVAL)?.mmap_read_lock();
-            PinnedPages::<LongTerm>::pin_user_pages_remote(&mmap, addr, NR, Flags::WRITE)?
+            PinnedPages::<LongTerm>::pin_user_pages_remote(&mmap, addr, NR, PinFlags::WRITE)?
         };
         assert_eq!(pinned.len(), NR);
         assert!((0..NR).all(|i| pinned.folio(i).is_some_and(|f| f.maybe_dma_pinned())));
@@ -882,7 +884,7 @@ mod tests {
         assert_eq!(PinStats::now(), stats.plus(NR, NR));
 
         let mut pinned =
-            PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::WRITE, Accounting::None)?;
+            PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::WRITE, Accounting::None)?;
         assert_eq!(pinned.page_iter().count(), NR);
         assert_eq!(PinStats::now(), stats.plus(2 * NR, NR));
         drop(pinned);
@@ -895,35 +897,35 @@ mod tests {
         let file = memfd(false, 2 * PAGE_SIZE)?;
         // Pages 2 and 3 of the mapping are past the end of the file.
         let addr = map(&file, 4 * PAGE_SIZE)?;
-        let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 2, Flags::WRITE)?;
+        let first = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, 2, PinFlags::WRITE)?;
         let held = [HeldFolio::new(&first, 0)?, HeldFolio::new(&first, 1)?];
         drop(first);
         let unpinned = || held.iter().all(|h| !h.folio().maybe_dma_pinned());
         let stats = PinStats::now();
 
         // Pages 0 and 1 are pinned, then released when page 2 fails.
-        let ret = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 4, Flags::WRITE);
+        let ret = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 4, PinFlags::WRITE);
         assert_eq!(ret.err(), Some(EFAULT));
         assert_eq!(PinStats::now(), stats.plus(2, 2));
         assert!(unpinned());
         let ret = {
             let task = crate::current!();
             let mmap = task.mm().ok_or(EINVAL)?.mmap_read_lock();
-            PinnedPages::<ShortTerm>::pin_user_pages_remote(&mmap, addr, 3, Flags::WRITE)
+            PinnedPages::<ShortTerm>::pin_user_pages_remote(&mmap, addr, 3, PinFlags::WRITE)
         };
         assert_eq!(ret.err(), Some(EFAULT));
         assert_eq!(PinStats::now(), stats.plus(4, 4));
         assert!(unpinned());
 
         let stats = PinStats::now();
-        let ret = PinnedPages::pin_user_pages_fd(&file, 1, 2, Flags::WRITE, Accounting::None);
+        let ret = PinnedPages::pin_user_pages_fd(&file, 1, 2, PinFlags::WRITE, Accounting::None);
         assert_eq!(ret.err(), Some(EINVAL));
-        let ret = PinnedPages::pin_user_pages_fd(&file, 0, 0, Flags::WRITE, Accounting::None);
+        let ret = PinnedPages::pin_user_pages_fd(&file, 0, 0, PinFlags::WRITE, Accounting::None);
         assert_eq!(ret.err(), Some(EINVAL));
-        let ret = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 0, Flags::WRITE);
+        let ret = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, 0, PinFlags::WRITE);
         assert_eq!(ret.err(), Some(EINVAL));
         // Nothing is mapped at address 0.
-        let ret = PinnedPages::<ShortTerm>::pin_user_pages_fast(0, 1, Flags::empty());
+        let ret = PinnedPages::<ShortTerm>::pin_user_pages_fast(0, 1, PinFlags::empty());
         assert_eq!(ret.err(), Some(EFAULT));
 
         // SAFETY: `file` is a valid memfd.
@@ -931,13 +933,14 @@ mod tests {
             bindings::memfd_fcntl(file.as_ptr(), uapi::F_ADD_SEALS, uapi::F_SEAL_FUTURE_WRITE)
         };
         to_result(ret as c_int)?;
-        let ret = PinnedPages::pin_user_pages_fd(&file, 0, 2, Flags::WRITE, Accounting::None);
+        let ret = PinnedPages::pin_user_pages_fd(&file, 0, 2, PinFlags::WRITE, Accounting::None);
         assert_eq!(ret.err(), Some(EPERM));
         assert_eq!(PinStats::now(), stats);
         assert!(unpinned());
 
         // Read-only pins of a sealed memfd are fine.
-        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 2, Flags::empty(), Accounting::None)?;
+        let pinned =
+            PinnedPages::pin_user_pages_fd(&file, 0, 2, PinFlags::empty(), Accounting::None)?;
         assert_eq!(PinStats::now(), stats.plus(2, 0));
         drop(pinned);
         assert_eq!(PinStats::now(), stats.plus(2, 2));
@@ -955,14 +958,16 @@ mod tests {
             unsafe { bindings::kernel_write(file.as_ptr(), byte.as_ptr().cast(), 1, &mut pos) };
         assert_eq!(written, 1);
 
-        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::empty(), Accounting::None)?;
+        let pinned =
+            PinnedPages::pin_user_pages_fd(&file, 0, 1, PinFlags::empty(), Accounting::None)?;
         let held = HeldFolio::new(&pinned, 0)?;
         assert!(!held.folio().is_dirty());
         drop(pinned);
         assert!(!held.folio().is_dirty());
 
         // A device may write to pages pinned for writing without dirtying them: the drop does.
-        let pinned = PinnedPages::pin_user_pages_fd(&file, 0, 1, Flags::WRITE, Accounting::None)?;
+        let pinned =
+            PinnedPages::pin_user_pages_fd(&file, 0, 1, PinFlags::WRITE, Accounting::None)?;
         assert!(all_in(&pinned, held.folio()));
         assert!(!held.folio().is_dirty());
         drop(pinned);
@@ -1007,7 +1012,7 @@ mod tests {
 
     /// Returns how many pages of the user range are where long-term pins may not stay.
     fn count_movable(addr: usize, nr: usize) -> Result<usize> {
-        let pinned = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, nr, Flags::empty())?;
+        let pinned = PinnedPages::<ShortTerm>::pin_user_pages_fast(addr, nr, PinFlags::empty())?;
         Ok((0..nr)
             .filter(|&i| pinned.folio(i).is_some_and(|f| !f.is_longterm_pinnable()))
             .count())
@@ -1025,7 +1030,7 @@ mod tests {
             return Ok(());
         }
         let stats = PinStats::now();
-        let pinned = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, NR, Flags::empty())?;
+        let pinned = PinnedPages::<LongTerm>::pin_user_pages_fast(addr, NR, PinFlags::empty())?;
         assert!(pinnable_with_data(&pinned)?);
         drop(pinned);
         assert!(stats.balanced_since(NR));
@@ -1035,7 +1040,7 @@ mod tests {
         assert!(count_movable(addr, NR)? > 0);
         let stats = PinStats::now();
         let pinned =
-            PinnedPages::pin_user_pages_fd(&file, 0, NR, Flags::empty(), Accounting::None)?;
+            PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::empty(), Accounting::None)?;
         assert!(pinnable_with_data(&pinned)?);
         drop(pinned);
         assert!(stats.balanced_since(NR));
@@ -1061,7 +1066,7 @@ mod tests {
         const NR: usize = 8;
         let file = memfd(false, 3 * NR * PAGE_SIZE)?;
         let pin = |start, accounting| {
-            PinnedPages::pin_user_pages_fd(&file, start, NR, Flags::empty(), accounting)
+            PinnedPages::pin_user_pages_fd(&file, start, NR, PinFlags::empty(), accounting)
         };
         // The test's thread has CAP_IPC_LOCK, so the charge goes past any limit, but it is made.
         let (charged, returned) = memlock_events()?;
