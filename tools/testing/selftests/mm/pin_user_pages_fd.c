@@ -1132,6 +1132,83 @@ static size_t hole_differs(const char *buf, size_t size, const uint64_t *mark)
 }
 
 /*
+ * Read pins of a hugetlb memfd race with truncation to zero and back to
+ * 2 MiB. Truncation sets i_size, then removes the folios: a pin that passed
+ * its size check before must not fill the hole past the new end, where the
+ * folio would stay in the page cache of an empty file. Each time the child
+ * has emptied the file, it checks that no block is left.
+ */
+TEST_F(pin_fd, hugetlb_truncate_race)
+{
+	unsigned long pinned = 0, refused = 0;
+	volatile unsigned long *shared;	/* stop, blocks seen, truncations */
+	size_t size = 2 * MiB;
+	struct stat st;
+	char buf[32];
+	time_t stop;
+	pid_t child;
+	int status, ret;
+
+	if (!read_file(FREE_HUGE_2M, buf, sizeof(buf)))
+		SKIP(return, "no 2 MiB hugetlb pages");
+	if (strtoul(buf, NULL, 10) < 1)
+		SKIP(return, "no free 2 MiB huge page");
+
+	self->fd = memfd_with(MFD_HUGETLB | MFD_HUGE_2MB, size, NULL);
+	ASSERT_LE(0, self->fd);
+	/* Holes are filled outside ZONE_MOVABLE and CMA: is there a page? */
+	ret = pin(self, self->fd, 0, psize(), 0);
+	if (ret == -ENOMEM && self->may_migrate)
+		SKIP(return, "no free huge page outside ZONE_MOVABLE/CMA");
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+
+	shared = mmap(NULL, psize(), PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, shared);
+	child = fork();
+	ASSERT_LE(0, child);
+	if (!child) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		while (!shared[0]) {
+			if (ftruncate(self->fd, 0))
+				_exit(1);
+			/* Room for a pin that passed its size check to fill. */
+			usleep(50);
+			if (fstat(self->fd, &st))
+				_exit(1);
+			if (st.st_blocks)
+				shared[1]++;
+			shared[2]++;
+			if (ftruncate(self->fd, size))
+				_exit(1);
+		}
+		_exit(0);
+	}
+
+	stop = time(NULL) + 2;
+	while (time(NULL) < stop) {
+		ret = pin(self, self->fd, 0, psize(), 0);
+		if (ret == -EINVAL) {
+			refused++;
+			continue;
+		}
+		ASSERT_EQ(0, ret);
+		pinned++;
+		ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	}
+	shared[0] = 1;
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	TH_LOG("%lu read pins, %lu refused past EOF, %lu truncations to 0",
+	       pinned, refused, shared[2]);
+	EXPECT_LT(0, pinned);
+	EXPECT_EQ(0, shared[1])
+		TH_LOG("the emptied file held blocks %lu times", shared[1]);
+	munmap((void *)shared, psize());
+}
+
+/*
  * Pins race to fill the same hole of a hugetlb memfd: memfd_alloc_folio()
  * allocates under the hugetlb fault mutex, and the loser must find the
  * winner's page, not allocate, reserve or leak another one. Each round, two
