@@ -177,9 +177,9 @@ impl Drop for MemlockCharge {
 ///
 /// # Context
 ///
-/// Dropping pins taken with [`PinFlags::WRITE`] may sleep, since marking a page dirty takes its folio
-/// lock; so does dropping a charge ([`Accounting::Memlock`]). Dropping read-only, uncharged pins
-/// does not sleep.
+/// Dropping pins taken with [`PinFlags::WRITE`] may sleep, since marking a page dirty takes its
+/// folio lock; so does dropping a charge ([`Accounting::Memlock`]). Dropping read-only, uncharged
+/// pins does not sleep.
 ///
 /// # Examples
 ///

@@ -1141,7 +1141,7 @@ static size_t hole_differs(const char *buf, size_t size, const uint64_t *mark)
 TEST_F(pin_fd, hugetlb_truncate_race)
 {
 	unsigned long pinned = 0, refused = 0;
-	volatile unsigned long *shared;	/* stop, blocks seen, truncations */
+	unsigned long *shared;	/* stop, blocks seen, truncations */
 	size_t size = 2 * MiB;
 	struct stat st;
 	char buf[32];
@@ -1170,7 +1170,7 @@ TEST_F(pin_fd, hugetlb_truncate_race)
 	ASSERT_LE(0, child);
 	if (!child) {
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		while (!shared[0]) {
+		while (!__atomic_load_n(&shared[0], __ATOMIC_ACQUIRE)) {
 			if (ftruncate(self->fd, 0))
 				_exit(1);
 			/* Room for a pin that passed its size check to fill. */
@@ -1178,8 +1178,8 @@ TEST_F(pin_fd, hugetlb_truncate_race)
 			if (fstat(self->fd, &st))
 				_exit(1);
 			if (st.st_blocks)
-				shared[1]++;
-			shared[2]++;
+				__atomic_fetch_add(&shared[1], 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&shared[2], 1, __ATOMIC_RELEASE);
 			if (ftruncate(self->fd, size))
 				_exit(1);
 		}
@@ -1197,7 +1197,7 @@ TEST_F(pin_fd, hugetlb_truncate_race)
 		pinned++;
 		ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
 	}
-	shared[0] = 1;
+	__atomic_store_n(&shared[0], 1, __ATOMIC_RELEASE);
 	ASSERT_EQ(child, waitpid(child, &status, 0));
 	ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
 	TH_LOG("%lu read pins, %lu refused past EOF, %lu truncations to 0",
@@ -1205,7 +1205,7 @@ TEST_F(pin_fd, hugetlb_truncate_race)
 	EXPECT_LT(0, pinned);
 	EXPECT_EQ(0, shared[1])
 		TH_LOG("the emptied file held blocks %lu times", shared[1]);
-	munmap((void *)shared, psize());
+	munmap(shared, psize());
 }
 
 /*
