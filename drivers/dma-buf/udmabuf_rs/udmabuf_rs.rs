@@ -277,16 +277,16 @@ fn export(
     for item in items {
         let file = open(item)?;
         check_memfd(&file)?;
-        // memfd_pin_folios() refuses a range that ends past i_size, even
-        // inside the file's last page; pin_user_pages_fd() pins whole pages.
+        // A range must end within i_size, not just within the file's last page, which
+        // pin_user_pages_fd() would pin whole: as C udmabuf refuses it.
         let end = item.offset.checked_add(item.size).ok_or(EINVAL)?;
         if end > file_size(&file) {
             return Err(EINVAL);
         }
         let start = usize::try_from(item.offset >> PAGE_SHIFT).map_err(|_| EINVAL)?;
         let nr = usize::try_from(item.size >> PAGE_SHIFT).map_err(|_| EINVAL)?;
-        // A write seal added since the check makes the pin fail with EPERM; C checks under the
-        // inode lock and says EINVAL.
+        // A write seal added since the check makes the pin fail with EPERM, refused with EINVAL
+        // as the check refuses it, as C udmabuf does.
         let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, PinFlags::WRITE, accounting)
             .map_err(|e| if e == EPERM { EINVAL } else { e })?;
         match pages.as_mut() {

@@ -105,12 +105,10 @@ static const char * const role_names[NR_ROLES] = {
  * What the kernel code can return under these races, from reading it:
  *
  * - UDMABUF_CREATE(_LIST), both drivers: EINVAL when the memfd has no
- *   F_SEAL_SHRINK or got a write seal (udmabuf_rs turns the EPERM of
- *   pin_user_pages_fd() for a seal added after its check into EINVAL, as C
- *   checks under the inode lock), when the range now ends past EOF (the
- *   unsealed memfd, truncated), or when memfd_pin_folios() cannot grab a
- *   folio; ENOMEM for allocations, hugetlb pages or reservations, and
- *   failed migrations. The driver always gets a memfd, as every user holds
+ *   F_SEAL_SHRINK or got a write seal (both turn the EPERM of
+ *   pin_user_pages_fd() for a seal added after their check into EINVAL), or
+ *   when the range now ends past EOF (the unsealed memfd, truncated); ENOMEM
+ *   for allocations, hugetlb pages or reservations, and failed migrations. The driver always gets a memfd, as every user holds
  *   its own dup(): EBADFD would be a bug.
  * - mmap of a buffer: ENOMEM. DMA_BUF_IOCTL_SYNC: ENOMEM, or EIO from
  *   dma_map_sgtable() when bounce buffers run out.
