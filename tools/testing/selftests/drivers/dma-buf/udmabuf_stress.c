@@ -108,8 +108,9 @@ static const char * const role_names[NR_ROLES] = {
  *   F_SEAL_SHRINK or got a write seal (both turn the EPERM of
  *   pin_user_pages_fd() for a seal added after their check into EINVAL), or
  *   when the range now ends past EOF (the unsealed memfd, truncated); ENOMEM
- *   for allocations, hugetlb pages or reservations, and failed migrations. The driver always gets a memfd, as every user holds
- *   its own dup(): EBADFD would be a bug.
+ *   for allocations, hugetlb pages or reservations, and failed migrations.
+ *   The driver always gets a memfd, as every user holds its own dup():
+ *   EBADFD would be a bug.
  * - mmap of a buffer: ENOMEM. DMA_BUF_IOCTL_SYNC: ENOMEM, or EIO from
  *   dma_map_sgtable() when bounce buffers run out.
  * - PIN_FD_LONGTERM_TEST_START: EINVAL and ENOMEM as above; EPERM for
