@@ -31,6 +31,7 @@
 #include <time.h>
 #include <asm-generic/hugetlb_encode.h>
 #include <linux/capability.h>
+#include <linux/io_uring.h>
 #include <linux/magic.h>
 #include <mm/gup_test.h>
 
@@ -1132,6 +1133,92 @@ static size_t hole_differs(const char *buf, size_t size, const uint64_t *mark)
 }
 
 /*
+ * Read pins of a hugetlb memfd race with truncation to zero and back to
+ * 2 MiB. Truncation sets i_size, then removes the folios it finds: a pin
+ * that passed its size check before must not fill the hole past the new
+ * end, where the folio would stay in the page cache of an empty file. Each
+ * time the child has emptied the file, it checks that no block is left.
+ */
+TEST_F(pin_fd, hugetlb_truncate_race)
+{
+	unsigned long pinned = 0, refused = 0, free0, resv0;
+	unsigned long *shared;	/* stop, blocks seen, truncations */
+	size_t size = 2 * MiB;
+	struct stat st;
+	char buf[32];
+	time_t stop;
+	pid_t child;
+	int status, ret;
+
+	if (!read_file(FREE_HUGE_2M, buf, sizeof(buf)))
+		SKIP(return, "no 2 MiB hugetlb pages");
+	if (strtoul(buf, NULL, 10) < 1)
+		SKIP(return, "no free 2 MiB huge page");
+
+	free0 = read_num(FREE_HUGE_2M);
+	resv0 = read_num(RESV_HUGE_2M);
+	self->fd = memfd_with(MFD_HUGETLB | MFD_HUGE_2MB, size, NULL);
+	ASSERT_LE(0, self->fd);
+	/* Holes are filled outside ZONE_MOVABLE and CMA: is there a page? */
+	ret = pin(self, self->fd, 0, psize(), 0);
+	if (ret == -ENOMEM && self->may_migrate)
+		SKIP(return, "no free huge page outside ZONE_MOVABLE/CMA");
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+
+	shared = mmap(NULL, psize(), PROT_READ | PROT_WRITE,
+		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, shared);
+	child = fork();
+	ASSERT_LE(0, child);
+	if (!child) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		while (!__atomic_load_n(&shared[0], __ATOMIC_ACQUIRE)) {
+			if (ftruncate(self->fd, 0))
+				_exit(1);
+			/* Room for a pin that passed its size check to fill. */
+			usleep(50);
+			if (fstat(self->fd, &st))
+				_exit(1);
+			if (st.st_blocks)
+				__atomic_fetch_add(&shared[1], 1, __ATOMIC_RELAXED);
+			__atomic_fetch_add(&shared[2], 1, __ATOMIC_RELEASE);
+			if (ftruncate(self->fd, size))
+				_exit(1);
+		}
+		_exit(0);
+	}
+
+	stop = time(NULL) + 2;
+	while (time(NULL) < stop) {
+		ret = pin(self, self->fd, 0, psize(), 0);
+		if (ret == -EINVAL) {
+			refused++;
+			continue;
+		}
+		ASSERT_EQ(0, ret);
+		pinned++;
+		ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	}
+	__atomic_store_n(&shared[0], 1, __ATOMIC_RELEASE);
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
+	TH_LOG("%lu read pins, %lu refused past EOF, %lu truncations to 0",
+	       pinned, refused, shared[2]);
+	EXPECT_LT(0, pinned);
+	EXPECT_EQ(0, shared[1])
+		TH_LOG("the emptied file held blocks %lu times", shared[1]);
+	munmap(shared, psize());
+
+	/* No fill refused past the end kept a page or a reservation. */
+	close(self->fd);
+	self->fd = -1;
+	huge_2m_wait(free0, resv0);
+	EXPECT_EQ(free0, read_num(FREE_HUGE_2M));
+	EXPECT_EQ(resv0, read_num(RESV_HUGE_2M));
+}
+
+/*
  * Pins race to fill the same hole of a hugetlb memfd: memfd_alloc_folio()
  * allocates under the hugetlb fault mutex, and the loser must find the
  * winner's page, not allocate, reserve or leak another one. Each round, two
@@ -1708,6 +1795,109 @@ TEST_F(memlock, ipc_lock)
 	check_memlock(_metadata, self, user, 5 * LIMIT, 5 * LIMIT, LIMIT);
 
 	unpin_all(self);
+	check_released(_metadata, self);
+}
+
+/*
+ * The memlock quota left to the caller: the most pages, up to 2 * LIMIT, that
+ * a charged pin through @gup_fd takes (and drops again), or -errno.
+ */
+static int quota_left(int gup_fd, int memfd)
+{
+	int n, ret;
+
+	for (n = 2 * LIMIT; n > 0; n--) {
+		ret = pin_gup(gup_fd, memfd, 0, n * psize(),
+			      PIN_FD_TEST_FLAG_ACCOUNT);
+		if (ret == -ENOMEM)
+			continue;
+		if (ret)
+			return ret;
+		if (ioctl(gup_fd, PIN_LONGTERM_TEST_STOP))
+			return -errno;
+		break;
+	}
+	return n;
+}
+
+/*
+ * Registers @pages pages of @buf as an io_uring fixed buffer of @ring.
+ * Returns 0 or -errno.
+ */
+static int ring_register(int ring, char *buf, size_t pages)
+{
+	struct iovec iov = { .iov_base = buf, .iov_len = pages * psize() };
+
+	return syscall(__NR_io_uring_register, ring, IORING_REGISTER_BUFFERS,
+		       &iov, 1) ? -errno : 0;
+}
+
+/*
+ * io_uring's registered buffers and pin_user_pages_fd() charge one quota,
+ * through one helper: a process of a fresh user registers buffers and pins
+ * a memfd, and the quota its pins see shrinks and grows by exactly the
+ * pages it registers and unregisters (what is left after the ring's own
+ * memory, which io_uring charges too).
+ */
+TEST_F(memlock, io_uring)
+{
+	struct io_uring_params params = {};
+	int *seen, status, ring, before;
+	char *buf;
+	pid_t child;
+
+	ring = syscall(__NR_io_uring_setup, 1, &params);
+	if (ring < 0)
+		SKIP(return, "io_uring_setup: %s", strerror(errno));
+	close(ring);
+
+	/* quota, after registering 4 pages, after unregistering, errnos */
+	seen = mmap(NULL, psize(), PROT_READ | PROT_WRITE,
+		    MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, seen);
+	buf = mmap(NULL, 2 * LIMIT * psize(), PROT_READ | PROT_WRITE,
+		   MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+	ASSERT_NE(MAP_FAILED, buf);
+	memset(buf, 1, 2 * LIMIT * psize());
+
+	child = fork();
+	ASSERT_LE(0, child);
+	if (!child) {
+		memset(&params, 0, sizeof(params));
+		if (become(self->uid, false, LIMIT))
+			_exit(2);
+		ring = syscall(__NR_io_uring_setup, 1, &params);
+		if (ring < 0)
+			_exit(3);
+		before = quota_left(self->gup[0], self->memfd);
+		seen[0] = before;
+		if (before < 5)
+			_exit(4);
+		seen[3] = ring_register(ring, buf, 4);
+		seen[1] = quota_left(self->gup[0], self->memfd);
+		seen[4] = syscall(__NR_io_uring_register, ring,
+				  IORING_UNREGISTER_BUFFERS, NULL, 0) ?
+			  -errno : 0;
+		seen[2] = quota_left(self->gup[0], self->memfd);
+		/* More than is left is refused, and leaves nothing. */
+		seen[5] = ring_register(ring, buf, before + 1);
+		seen[6] = quota_left(self->gup[0], self->memfd);
+		close(ring);
+		_exit(0);
+	}
+	ASSERT_EQ(child, waitpid(child, &status, 0));
+	ASSERT_TRUE(WIFEXITED(status));
+	ASSERT_EQ(0, WEXITSTATUS(status));
+	TH_LOG("quota %d pages; %d with 4 registered, %d after, %d after a refusal",
+	       seen[0], seen[1], seen[2], seen[6]);
+	EXPECT_EQ(0, seen[3]);
+	EXPECT_EQ(seen[0] - 4, seen[1]);
+	EXPECT_EQ(0, seen[4]);
+	EXPECT_EQ(seen[0], seen[2]);
+	EXPECT_EQ(-ENOMEM, seen[5]);
+	EXPECT_EQ(seen[0], seen[6]);
+	munmap(buf, 2 * LIMIT * psize());
+	munmap(seen, psize());
 	check_released(_metadata, self);
 }
 
