@@ -142,7 +142,8 @@ fn is_c(f: &str) -> bool {
 /// The kernel object a touched C file is compiled into, if it is one:
 /// selftests, tools and scripts are not kernel objects. Rust's C helpers
 /// (rust/helpers/) are left to `--build-each`: building their object builds
-/// the Rust crates first.
+/// the Rust crates first. Another architecture's files (arch/s390/...) are
+/// not objects of this x86 build, whose headers they cannot find.
 fn object_of(f: &str) -> Option<String> {
     let stem = f.strip_suffix(".c")?;
     if ["tools/", "scripts/", "Documentation/", "usr/", "rust/"]
@@ -150,6 +151,11 @@ fn object_of(f: &str) -> Option<String> {
         .any(|d| f.starts_with(d))
     {
         return None;
+    }
+    if let Some(rest) = f.strip_prefix("arch/") {
+        if !rest.starts_with("x86/") {
+            return None;
+        }
     }
     Some(format!("{stem}.o"))
 }
@@ -480,10 +486,15 @@ mod tests {
             "rust/helpers/page.c",
             "tools/testing/selftests/mm/gup_test.c",
             "rust/kernel/mm/gup.rs",
+            "arch/s390/kvm/s390/pci.c",
+            "arch/x86/kernel/cpu/common.c",
         ]
         .map(String::from)
         .into();
-        assert_eq!(objects_of(&files), ["mm/gup.o"]);
+        assert_eq!(
+            objects_of(&files),
+            ["arch/x86/kernel/cpu/common.o", "mm/gup.o"]
+        );
     }
 
     #[test]
