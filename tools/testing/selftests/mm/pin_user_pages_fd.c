@@ -1116,6 +1116,37 @@ static void huge_2m_wait(unsigned long free, unsigned long resv)
 }
 
 /*
+ * Opens a 2 MiB hugetlb memfd of @size bytes in self->fd, with the pool's
+ * free and reserved counts from before in @free and @resv, and fills its
+ * first hole once. Returns NULL, or why the test must skip: fewer than
+ * @need free 2 MiB pages, or none outside ZONE_MOVABLE and CMA, where
+ * holes are filled.
+ */
+static const char *huge_2m_memfd(struct __test_metadata *_metadata,
+				 struct _test_data_pin_fd *self,
+				 unsigned long need, size_t size,
+				 unsigned long *free, unsigned long *resv)
+{
+	char buf[32];
+	int ret;
+
+	if (!read_file(FREE_HUGE_2M, buf, sizeof(buf)))
+		return "no 2 MiB hugetlb pages";
+	if (strtoul(buf, NULL, 10) < need)
+		return "too few free 2 MiB huge pages";
+	*free = read_num(FREE_HUGE_2M);
+	*resv = read_num(RESV_HUGE_2M);
+	self->fd = memfd_with(MFD_HUGETLB | MFD_HUGE_2MB, size, NULL);
+	ASSERT_LE(0, self->fd);
+	ret = pin(self, self->fd, 0, psize(), 0);
+	if (ret == -ENOMEM && self->may_migrate)
+		return "no free huge page outside ZONE_MOVABLE/CMA";
+	ASSERT_EQ(0, ret);
+	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	return NULL;
+}
+
+/*
  * Where @size bytes read from a filled hole, with @mark written at either
  * end, first differ from that; @size if nowhere.
  */
@@ -1144,27 +1175,15 @@ TEST_F(pin_fd, hugetlb_truncate_race)
 	unsigned long pinned = 0, refused = 0, free0, resv0;
 	unsigned long *shared;	/* stop, blocks seen, truncations */
 	size_t size = 2 * MiB;
+	const char *skip;
 	struct stat st;
-	char buf[32];
 	time_t stop;
 	pid_t child;
 	int status, ret;
 
-	if (!read_file(FREE_HUGE_2M, buf, sizeof(buf)))
-		SKIP(return, "no 2 MiB hugetlb pages");
-	if (strtoul(buf, NULL, 10) < 1)
-		SKIP(return, "no free 2 MiB huge page");
-
-	free0 = read_num(FREE_HUGE_2M);
-	resv0 = read_num(RESV_HUGE_2M);
-	self->fd = memfd_with(MFD_HUGETLB | MFD_HUGE_2MB, size, NULL);
-	ASSERT_LE(0, self->fd);
-	/* Holes are filled outside ZONE_MOVABLE and CMA: is there a page? */
-	ret = pin(self, self->fd, 0, psize(), 0);
-	if (ret == -ENOMEM && self->may_migrate)
-		SKIP(return, "no free huge page outside ZONE_MOVABLE/CMA");
-	ASSERT_EQ(0, ret);
-	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	skip = huge_2m_memfd(_metadata, self, 1, size, &free0, &resv0);
+	if (skip)
+		SKIP(return, "%s", skip);
 
 	shared = mmap(NULL, psize(), PROT_READ | PROT_WRITE,
 		      MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -1235,26 +1254,15 @@ TEST_F(pin_fd, hugetlb_hole_race)
 	struct hole_pinner p[2];
 	pthread_barrier_t start;
 	pthread_t thread[2];
-	char buf[32], *got[2], *map;
-	int gup[2], t, ret;
+	char *got[2], *map;
+	const char *skip;
+	int gup[2], t;
 	time_t stop;
 	__u64 addr;
 
-	if (!read_file(FREE_HUGE_2M, buf, sizeof(buf)))
-		SKIP(return, "no 2 MiB hugetlb pages");
-	if (strtoul(buf, NULL, 10) < 2)
-		SKIP(return, "fewer than 2 free 2 MiB huge pages");
-
-	/* Holes are filled outside ZONE_MOVABLE and CMA: is there a page? */
-	free0 = read_num(FREE_HUGE_2M);
-	resv0 = read_num(RESV_HUGE_2M);
-	self->fd = memfd_with(MFD_HUGETLB | MFD_HUGE_2MB, size, NULL);
-	ASSERT_LE(0, self->fd);
-	ret = pin(self, self->fd, 0, size, 0);
-	if (ret == -ENOMEM && self->may_migrate)
-		SKIP(return, "no free huge page outside ZONE_MOVABLE/CMA");
-	ASSERT_EQ(0, ret);
-	ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	skip = huge_2m_memfd(_metadata, self, 2, size, &free0, &resv0);
+	if (skip)
+		SKIP(return, "%s", skip);
 	close(self->fd);
 	self->fd = -1;
 	huge_2m_wait(free0, resv0);
