@@ -1009,6 +1009,31 @@ TEST_F(pin_fd, fallocated)
 }
 
 /*
+ * Pins [0, @size) of self->fd with @flags again and again for two seconds,
+ * counting the pins held in *@pinned and those refused with -EINVAL, past
+ * the end of a file being truncated, in *@refused.
+ */
+static void pin_for_2s(struct __test_metadata *_metadata,
+		       struct _test_data_pin_fd *self, size_t size,
+		       unsigned int flags, unsigned long *pinned,
+		       unsigned long *refused)
+{
+	time_t stop = time(NULL) + 2;
+
+	while (time(NULL) < stop) {
+		int ret = pin(self, self->fd, 0, size, flags);
+
+		if (ret == -EINVAL) {
+			(*refused)++;
+			continue;
+		}
+		ASSERT_EQ(0, ret);
+		(*pinned)++;
+		ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
+	}
+}
+
+/*
  * Pins with @flags race with truncation and hole punching of the same memfd
  * for two seconds: every pin either holds the whole range or fails cleanly,
  * and no pin is left behind. Read pins take no inode lock, so truncation
@@ -1021,7 +1046,6 @@ static void pin_truncate_race(struct __test_metadata *_metadata,
 	size_t ps = psize(), size = 512 * ps, pin_size = size;
 	unsigned long pinned = 0, refused = 0;
 	struct pins before, after;
-	time_t stop;
 	pid_t child;
 	int status;
 
@@ -1048,18 +1072,7 @@ static void pin_truncate_race(struct __test_metadata *_metadata,
 		}
 	}
 
-	stop = time(NULL) + 2;
-	while (time(NULL) < stop) {
-		int ret = pin(self, self->fd, 0, pin_size, flags);
-
-		if (ret == -EINVAL) {
-			refused++;
-			continue;
-		}
-		ASSERT_EQ(0, ret);
-		pinned++;
-		ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
-	}
+	pin_for_2s(_metadata, self, pin_size, flags, &pinned, &refused);
 	kill(child, SIGKILL);
 	ASSERT_EQ(child, waitpid(child, &status, 0));
 	TH_LOG("%lu %s pins held the whole range, %lu refused past EOF",
@@ -1177,9 +1190,8 @@ TEST_F(pin_fd, hugetlb_truncate_race)
 	size_t size = 2 * MiB;
 	const char *skip;
 	struct stat st;
-	time_t stop;
 	pid_t child;
-	int status, ret;
+	int status;
 
 	skip = huge_2m_memfd(_metadata, self, 1, size, &free0, &resv0);
 	if (skip)
@@ -1208,17 +1220,7 @@ TEST_F(pin_fd, hugetlb_truncate_race)
 		_exit(0);
 	}
 
-	stop = time(NULL) + 2;
-	while (time(NULL) < stop) {
-		ret = pin(self, self->fd, 0, psize(), 0);
-		if (ret == -EINVAL) {
-			refused++;
-			continue;
-		}
-		ASSERT_EQ(0, ret);
-		pinned++;
-		ASSERT_EQ(0, ioctl(self->gup_fd, PIN_LONGTERM_TEST_STOP));
-	}
+	pin_for_2s(_metadata, self, psize(), 0, &pinned, &refused);
 	__atomic_store_n(&shared[0], 1, __ATOMIC_RELEASE);
 	ASSERT_EQ(child, waitpid(child, &status, 0));
 	ASSERT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status));
