@@ -51,22 +51,16 @@
 
 struct pins {
 	unsigned long long acquired, released;
-	/* Pages charged to RLIMIT_MEMLOCK and uncharged, if counted at all. */
-	unsigned long long accounted, unaccounted;
-	bool accounting;
 };
 
 struct zone_span {
 	unsigned long start_pfn, end_pfn;
 };
 
-/*
- * Folds the per-cpu vmstat deltas, then reads the FOLL_PIN counters and, if
- * the kernel has them, the pin_user_pages_fd() memlock charge events.
- */
+/* Folds the per-cpu vmstat deltas, then reads the FOLL_PIN counters. */
 static int read_pins(struct pins *pins)
 {
-	int fd, found = 0, accounting = 0;
+	int fd, found = 0;
 	char line[128];
 	FILE *f;
 
@@ -85,13 +79,8 @@ static int read_pins(struct pins *pins)
 	while (fgets(line, sizeof(line), f)) {
 		found += sscanf(line, "nr_foll_pin_acquired %llu", &pins->acquired) == 1;
 		found += sscanf(line, "nr_foll_pin_released %llu", &pins->released) == 1;
-		accounting += sscanf(line, "pin_fd_accounted %llu",
-				     &pins->accounted) == 1;
-		accounting += sscanf(line, "pin_fd_unaccounted %llu",
-				     &pins->unaccounted) == 1;
 	}
 	fclose(f);
-	pins->accounting = accounting == 2;
 	return found == 2 ? 0 : -ENOENT;
 }
 
@@ -659,19 +648,13 @@ static long long blocks(int fd)
 }
 
 /*
- * Checks that the memlock charge events since self->base balance: a refused
- * pin charges nothing, or returns what it charged.
+ * Checks that the test process, which pins through gup_test, has nothing
+ * charged to its VmPin: a refused pin charges nothing, or returns what it
+ * charged. Root is charged there too, CAP_IPC_LOCK or not.
  */
-static void check_uncharged(struct __test_metadata *_metadata,
-			    struct _test_data_pin_fd *self)
+static void check_uncharged(struct __test_metadata *_metadata)
 {
-	struct pins now = {};
-
-	ASSERT_EQ(0, read_pins(&now));
-	if (!now.accounting)
-		return;
-	EXPECT_EQ(now.accounted - self->base.accounted,
-		  now.unaccounted - self->base.unaccounted);
+	EXPECT_EQ(0, proc_num("/proc/self/status", "VmPin:", 10));
 }
 
 /*
@@ -719,7 +702,7 @@ TEST_F(pin_fd, read_only_fd)
 			       PIN_FD_TEST_FLAG_WRITE |
 			       PIN_FD_TEST_FLAG_ACCOUNT));
 	check_pins(_metadata, self, 0, 0);
-	check_uncharged(_metadata, self);
+	check_uncharged(_metadata);
 	EXPECT_EQ(nr_blocks, blocks(self->fd));
 
 	/* It is the file that refuses: the read-write one pins for writing. */
@@ -767,7 +750,7 @@ TEST_F(pin_fd, write_only_fd)
 		EXPECT_EQ(-EACCES, pin(self, self->fd2, size, size, flags[i]));
 	}
 	check_pins(_metadata, self, 0, 0);
-	check_uncharged(_metadata, self);
+	check_uncharged(_metadata);
 	EXPECT_EQ(nr_blocks, blocks(self->fd));
 
 	/* It writes to the same file, which pins through the first fd. */
@@ -1360,8 +1343,10 @@ TEST_F(pin_fd, hugetlb_hole_race)
  * RLIMIT_MEMLOCK accounting: PIN_FD_TEST_FLAG_ACCOUNT. The pins are taken by
  * workers, child processes of a fresh uid or of root, through gup_test fds
  * that the test process opened as root and shares with them: the test
- * process reads the system-wide counters (stat_refresh needs root) and the
- * workers' VmPin, and the pins stay whether or not their worker lives.
+ * process reads the system-wide pin counters (stat_refresh needs root) and
+ * the workers' VmPin, and the pins stay whether or not their worker lives.
+ * What is charged to the fresh uid is its quota not left: the most that a
+ * new process of the uid can pin with accounting.
  */
 #define NR_GUP		4	/* gup_test opens: one pin set each */
 #define NR_WORKERS	3
@@ -1385,6 +1370,7 @@ struct gup_req {
 FIXTURE(memlock)
 {
 	int gup[NR_GUP];
+	int probe_gup;		/* for the quota probes */
 	int memfd;		/* 2 * LIMIT pages */
 	uid_t uid;		/* no process, so no user_struct, before ours */
 	struct worker worker[NR_WORKERS];
@@ -1405,6 +1391,7 @@ FIXTURE_SETUP(memlock)
 
 	for (i = 0; i < NR_GUP; i++)
 		self->gup[i] = -1;
+	self->probe_gup = -1;
 	self->memfd = -1;
 	if (geteuid())
 		SKIP(return, "needs root");
@@ -1414,9 +1401,8 @@ FIXTURE_SETUP(memlock)
 			SKIP(return, "%s: %s (needs CONFIG_GUP_TEST, debugfs)",
 			     GUP_TEST_FILE, strerror(errno));
 	}
-	ASSERT_EQ(0, read_pins(&self->base));
-	if (!self->base.accounting)
-		SKIP(return, "no pin_fd_accounted in /proc/vmstat");
+	self->probe_gup = open(GUP_TEST_FILE, O_RDWR);
+	ASSERT_LE(0, self->probe_gup);
 	self->memfd = memfd_with(0, 2 * LIMIT * psize(), NULL);
 	ASSERT_LE(0, self->memfd);
 	ret = pin_gup(self->gup[0], self->memfd, 0, psize(),
@@ -1445,6 +1431,8 @@ FIXTURE_TEARDOWN(memlock)
 	for (int i = 0; i < NR_GUP; i++)
 		if (self->gup[i] >= 0)
 			close(self->gup[i]);
+	if (self->probe_gup >= 0)
+		close(self->probe_gup);
 	if (self->memfd >= 0)
 		close(self->memfd);
 }
@@ -1575,15 +1563,58 @@ static long long pins_held(const struct pins *p)
 	return p->acquired - p->released;
 }
 
-static long long pins_charged(const struct pins *p)
+/*
+ * The memlock quota left to the caller: the most pages, up to 2 * LIMIT, that
+ * a charged pin through @gup_fd takes (and drops again), or -errno.
+ */
+static int quota_left(int gup_fd, int memfd)
 {
-	return p->accounted - p->unaccounted;
+	int n, ret;
+
+	for (n = 2 * LIMIT; n > 0; n--) {
+		ret = pin_gup(gup_fd, memfd, 0, n * psize(),
+			      PIN_FD_TEST_FLAG_ACCOUNT);
+		if (ret == -ENOMEM)
+			continue;
+		if (ret)
+			return ret;
+		if (ioctl(gup_fd, PIN_LONGTERM_TEST_STOP))
+			return -errno;
+		break;
+	}
+	return n;
+}
+
+/*
+ * The pages charged to self->uid's memlock quota: LIMIT less the quota that a
+ * new process of the uid, without CAP_IPC_LOCK, has left. Or -errno.
+ */
+static int uid_charged(struct _test_data_memlock *self)
+{
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (!pid) {
+		int left = become(self->uid, false, LIMIT);
+
+		if (!left)
+			left = quota_left(self->probe_gup, self->memfd);
+		_exit(left < 0 || left > LIMIT ? 255 : left);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return -errno;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) == 255)
+		return -EIO;
+	return LIMIT - WEXITSTATUS(status);
 }
 
 /*
  * Checks that, since self->base, @pins more pages are pinned and @charged
- * more are charged to memlock system-wide, and, unless @w is NULL, that @w's
- * VmPin is @vm_pin pages (and VmLck, which pins never use, is zero).
+ * are charged to self->uid, and, unless @w is NULL, that @w's VmPin is
+ * @vm_pin pages (and VmLck, which pins never use, is zero).
  */
 static void check_memlock(struct __test_metadata *_metadata,
 			  struct _test_data_memlock *self,
@@ -1596,12 +1627,12 @@ static void check_memlock(struct __test_metadata *_metadata,
 
 	ASSERT_EQ(0, read_pins(&now));
 	pinned = pins_held(&now) - pins_held(&self->base);
-	now_charged = pins_charged(&now) - pins_charged(&self->base);
+	now_charged = uid_charged(self);
 	if (w)
-		TH_LOG("pinned %+lld, charged %+lld pages; VmPin %lld kB",
+		TH_LOG("pinned %+lld, charged %lld pages; VmPin %lld kB",
 		       pinned, now_charged, vm_pin_kb);
 	else
-		TH_LOG("pinned %+lld, charged %+lld pages", pinned, now_charged);
+		TH_LOG("pinned %+lld, charged %lld pages", pinned, now_charged);
 	EXPECT_EQ(pins, pinned);
 	EXPECT_EQ(charged, now_charged);
 	if (!w)
@@ -1623,7 +1654,7 @@ static void check_released(struct __test_metadata *_metadata,
 	for (int i = 0; i < 50; i++) {
 		ASSERT_EQ(0, read_pins(&now));
 		if (pins_held(&now) == pins_held(&self->base) &&
-		    pins_charged(&now) == pins_charged(&self->base))
+		    !uid_charged(self))
 			break;
 		usleep(100000);
 	}
@@ -1781,7 +1812,7 @@ TEST_F(memlock, pinner_exits)
 
 /*
  * CAP_IPC_LOCK lifts the limit and leaves the user's quota alone; the pins
- * still show in VmPin and in the charge events.
+ * still show in VmPin.
  */
 TEST_F(memlock, ipc_lock)
 {
@@ -1790,44 +1821,21 @@ TEST_F(memlock, ipc_lock)
 
 	start_worker(_metadata, self, root, 0, false);
 	EXPECT_EQ(0, worker_pin(root, self->gup[0], 2 * LIMIT, true));
-	check_memlock(_metadata, self, root, 2 * LIMIT, 2 * LIMIT, 2 * LIMIT);
+	check_memlock(_metadata, self, root, 2 * LIMIT, 0, 2 * LIMIT);
 
 	/* Not root, and CAP_IPC_LOCK only. */
 	start_worker(_metadata, self, capable, self->uid, true);
 	EXPECT_EQ(0, worker_pin(capable, self->gup[1], 2 * LIMIT, true));
-	check_memlock(_metadata, self, capable, 4 * LIMIT, 4 * LIMIT,
-		      2 * LIMIT);
+	check_memlock(_metadata, self, capable, 4 * LIMIT, 0, 2 * LIMIT);
 
 	/* Its user's other processes still have all of their quota. */
 	start_worker(_metadata, self, user, self->uid, false);
 	EXPECT_EQ(0, worker_pin(user, self->gup[2], LIMIT, true));
 	EXPECT_EQ(-ENOMEM, worker_pin(user, self->gup[3], 1, true));
-	check_memlock(_metadata, self, user, 5 * LIMIT, 5 * LIMIT, LIMIT);
+	check_memlock(_metadata, self, user, 5 * LIMIT, LIMIT, LIMIT);
 
 	unpin_all(self);
 	check_released(_metadata, self);
-}
-
-/*
- * The memlock quota left to the caller: the most pages, up to 2 * LIMIT, that
- * a charged pin through @gup_fd takes (and drops again), or -errno.
- */
-static int quota_left(int gup_fd, int memfd)
-{
-	int n, ret;
-
-	for (n = 2 * LIMIT; n > 0; n--) {
-		ret = pin_gup(gup_fd, memfd, 0, n * psize(),
-			      PIN_FD_TEST_FLAG_ACCOUNT);
-		if (ret == -ENOMEM)
-			continue;
-		if (ret)
-			return ret;
-		if (ioctl(gup_fd, PIN_LONGTERM_TEST_STOP))
-			return -errno;
-		break;
-	}
-	return n;
 }
 
 /*
@@ -1918,13 +1926,9 @@ TEST_F(memlock, io_uring)
 TEST_F(memlock, benchmark)
 {
 	struct worker *w = &self->worker[0];
-	struct pins now;
 
 	start_worker(_metadata, self, w, self->uid, false);
 	EXPECT_EQ(0, worker_benchmark(w, self->gup[0], LIMIT, 3));
-	ASSERT_EQ(0, read_pins(&now));
-	EXPECT_EQ(LIMIT, now.accounted - self->base.accounted);
-	EXPECT_EQ(LIMIT, now.unaccounted - self->base.unaccounted);
 	check_memlock(_metadata, self, w, 0, 0, 0);
 
 	/* The sixth chunk goes over the limit. */

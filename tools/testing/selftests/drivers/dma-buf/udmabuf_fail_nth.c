@@ -210,13 +210,19 @@ static int nth_disarm(int fd)
 
 struct pins {
 	long long held;		/* FOLL_PIN pins acquired, less released */
-	long long charged;	/* pages charged to memlock, less uncharged */
+	long long charged;	/* this process's VmPin, in pages */
 };
 
-/* Folds the per-CPU vmstat deltas and reads the pin and charge counters. */
+/*
+ * Folds the per-CPU vmstat deltas and reads the pin counters, and the pages
+ * charged to this process's VmPin by a driver that charges its buffers to
+ * RLIMIT_MEMLOCK: root has CAP_IPC_LOCK, so nothing is charged to its user,
+ * but the creating mm is charged all the same.
+ */
 static int read_pins(struct pins *pins)
 {
-	unsigned long long acq = 0, rel = 0, acct = 0, unacct = 0;
+	unsigned long long acq = 0, rel = 0;
+	long long vm_pin_kb = -1;
 	int fd, found = 0;
 	char line[128];
 	FILE *f;
@@ -234,19 +240,21 @@ static int read_pins(struct pins *pins)
 	f = fopen("/proc/vmstat", "r");
 	if (!f)
 		return -errno;
-	while (fgets(line, sizeof(line), f)) {
+	while (fgets(line, sizeof(line), f))
 		if (sscanf(line, "nr_foll_pin_acquired %llu", &acq) == 1 ||
 		    sscanf(line, "nr_foll_pin_released %llu", &rel) == 1)
 			found++;
-		/* Charges, if the kernel counts them; else they stay 0. */
-		else if (sscanf(line, "pin_fd_accounted %llu", &acct) != 1 &&
-			 sscanf(line, "pin_fd_unaccounted %llu", &unacct) != 1)
-			continue;
-	}
+	fclose(f);
+	f = fopen("/proc/self/status", "r");
+	if (!f)
+		return -errno;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "VmPin: %lld kB", &vm_pin_kb) == 1)
+			break;
 	fclose(f);
 	pins->held = acq - rel;
-	pins->charged = acct - unacct;
-	return found == 2 ? 0 : -ENOENT;
+	pins->charged = vm_pin_kb * 1024 / getpagesize();
+	return found == 2 && vm_pin_kb >= 0 ? 0 : -ENOENT;
 }
 
 /*

@@ -9,8 +9,8 @@
  * and the pins must balance once the buffers are gone, also when the
  * process holding them is killed. With <module>.account_memlock=1 on the
  * command line (udmabuf_rs), buffers must be charged to their creator's
- * RLIMIT_MEMLOCK until they are released; without it, never. The pin and
- * charge counters are system-wide: run the test alone.
+ * RLIMIT_MEMLOCK until they are released; without it, never. The pin
+ * counters are system-wide: run the test alone.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -110,35 +110,19 @@ static long pins_settled(void)
 	return held;
 }
 
-/* System-wide: pages pinned, and pages pinned with a memlock charge. */
-struct usage {
-	long pins;
-	long charged;
-};
-
-static struct usage usage_now(void)
-{
-	return (struct usage){
-		.pins = pins_held(),
-		.charged = read_vmstat("pin_fd_accounted") -
-			   read_vmstat("pin_fd_unaccounted"),
-	};
-}
-
 /*
  * Waits up to 5 s, as the last fput of a buffer may run from a work item,
- * for @pins pages more than @base to be pinned and @charged more charged.
+ * for @pins pages more than @base to be pinned. Returns the pins held.
  */
-static void wait_usage(const struct usage *base, long pins, long charged)
+static long wait_pins(long base, long pins)
 {
-	for (int i = 0; i < 50; i++) {
-		struct usage now = usage_now();
+	long now = pins_held();
 
-		if (now.pins - base->pins == pins &&
-		    now.charged - base->charged == charged)
-			return;
+	for (int i = 0; i < 50 && now - base != pins; i++) {
 		usleep(100000);
+		now = pins_held();
 	}
+	return now;
 }
 
 static int memfd_sized(size_t size, unsigned int seals, bool huge)
@@ -472,7 +456,7 @@ TEST_F(udmabuf, fallocated_pages_read_zero)
 TEST_F(udmabuf, killed_holder)
 {
 	for (int d = 0; d < self->nr; d++) {
-		struct usage base = usage_now(), now;
+		long base = pins_held();
 		int ready[2], status;
 		pid_t pid;
 		char c;
@@ -498,15 +482,11 @@ TEST_F(udmabuf, killed_holder)
 		close(ready[1]);
 		ASSERT_EQ(1, read(ready[0], &c, 1)) TH_LOG("%s: child failed", self->name[d]);
 		close(ready[0]);
-		EXPECT_LT(base.pins, pins_held());
+		EXPECT_LT(base, pins_held());
 		kill(pid, SIGKILL);
 		ASSERT_EQ(pid, waitpid(pid, &status, 0));
 		EXPECT_TRUE(WIFSIGNALED(status));
-		wait_usage(&base, 0, 0);
-		now = usage_now();
-		EXPECT_EQ(base.pins, now.pins) TH_LOG("%s: pins left", self->name[d]);
-		/* With account_memlock=1, the charge goes with the pins. */
-		EXPECT_EQ(base.charged, now.charged) TH_LOG("%s: charge left", self->name[d]);
+		EXPECT_EQ(base, wait_pins(base, 0)) TH_LOG("%s: pins left", self->name[d]);
 	}
 }
 
@@ -514,8 +494,10 @@ TEST_F(udmabuf, killed_holder)
  * RLIMIT_MEMLOCK accounting. Buffers are created by workers, child processes
  * of a fresh uid or of root, with the device fds and memfds of the test
  * process, opened as root (the devices may be root-only); the workers hand
- * the buffers over, and the test process, root, reads the system-wide
- * counters (stat_refresh needs root) and the workers' VmPin.
+ * the buffers over, and the test process, root, reads the system-wide pin
+ * counters (stat_refresh needs root) and the workers' VmPin. What is charged
+ * to a fresh uid is its quota not left: the largest buffer that a new
+ * process of the uid can create.
  */
 #define LIMIT		16	/* RLIMIT_MEMLOCK of the workers, in pages */
 #define NR_WORKERS	3
@@ -717,35 +699,10 @@ static int worker_create(struct worker *w, int dev, int memfd,
 }
 
 /*
- * Checks that, since @base, @pins more pages are pinned and @charged more
- * charged system-wide, and, unless @w is NULL, that @w's VmPin is @vm_pin
- * pages (and VmLck, which pins never use, is zero).
- */
-static void check_usage(struct __test_metadata *_metadata, const char *name,
-			const struct usage *base, const struct worker *w,
-			long pins, long charged, long vm_pin)
-{
-	long long vm_pin_kb = w ? status_num(w->pid, "VmPin:", 10) : -1;
-	struct usage now = usage_now();
-
-	if (w)
-		TH_LOG("%s: pinned %+ld, charged %+ld pages; VmPin %lld kB", name,
-		       now.pins - base->pins, now.charged - base->charged, vm_pin_kb);
-	else
-		TH_LOG("%s: pinned %+ld, charged %+ld pages", name,
-		       now.pins - base->pins, now.charged - base->charged);
-	EXPECT_EQ(pins, now.pins - base->pins);
-	EXPECT_EQ(charged, now.charged - base->charged);
-	if (!w)
-		return;
-	EXPECT_EQ(vm_pin * getpagesize() / 1024, vm_pin_kb);
-	EXPECT_EQ(0, status_num(w->pid, "VmLck:", 10));
-}
-
-/*
  * Without <module>.account_memlock=1, and always with C udmabuf, nothing is
  * charged: a process without CAP_IPC_LOCK creates a buffer of twice its
- * RLIMIT_MEMLOCK, and neither its VmPin nor the charge counters move.
+ * RLIMIT_MEMLOCK, which it could not if the buffer were charged, and its
+ * VmPin stays 0.
  */
 TEST_F(udmabuf, not_charged)
 {
@@ -755,12 +712,10 @@ TEST_F(udmabuf, not_charged)
 
 	if (geteuid())
 		SKIP(return, "needs root");
-	if (read_vmstat("pin_fd_accounted") < 0)
-		SKIP(return, "no pin_fd_accounted in /proc/vmstat");
 	memfd = memfd_sized(size, F_SEAL_SHRINK, false);
 	ASSERT_LE(0, memfd);
 	for (int d = 0; d < self->nr; d++) {
-		struct usage base = usage_now(), now;
+		long base = pins_held(), pins;
 
 		if (accounts_memlock(self->name[d])) {
 			TH_LOG("%s: account_memlock=1, see the memlock tests", self->name[d]);
@@ -770,18 +725,15 @@ TEST_F(udmabuf, not_charged)
 		buf = worker_create(&w, self->dev[d], memfd, 0, size);
 		EXPECT_LE(0, buf) TH_LOG("%s: %s", self->name[d], strerror(-buf));
 		/* Both drivers pin each page once. */
-		now = usage_now();
-		TH_LOG("%s: pinned %+ld, charged %+ld", self->name[d],
-		       now.pins - base.pins, now.charged - base.charged);
+		pins = pins_held() - base;
+		TH_LOG("%s: pinned %+ld", self->name[d], pins);
 		if (buf >= 0)
-			EXPECT_EQ((long)(size / self->page), now.pins - base.pins);
-		EXPECT_EQ(base.charged, now.charged);
+			EXPECT_EQ((long)(size / self->page), pins);
 		EXPECT_EQ(0, status_num(w.pid, "VmPin:", 10));
 		if (buf >= 0)
 			close(buf);
 		stop_worker(&w);
-		wait_usage(&base, 0, 0);
-		EXPECT_EQ(base.pins, pins_held()) TH_LOG("%s: pins left", self->name[d]);
+		EXPECT_EQ(base, wait_pins(base, 0)) TH_LOG("%s: pins left", self->name[d]);
 	}
 	close(memfd);
 }
@@ -819,8 +771,6 @@ FIXTURE_SETUP(memlock)
 	}
 	if (!self->nr)
 		SKIP(return, "no device with <module>.account_memlock=1 on the command line");
-	if (read_vmstat("pin_fd_accounted") < 0)
-		SKIP(return, "no pin_fd_accounted in /proc/vmstat");
 	self->memfd = memfd_sized(2 * LIMIT * getpagesize(), F_SEAL_SHRINK, false);
 	ASSERT_LE(0, self->memfd);
 	self->uid = FRESH_UID_BASE + getpid();
@@ -838,15 +788,77 @@ FIXTURE_TEARDOWN(memlock)
 }
 
 /*
- * Checks that every pin and charge since @base is gone, and that no WARN,
- * such as one for a memlock counter going negative, tainted the kernel.
+ * The pages charged to self->uid's memlock quota by buffers of device @d:
+ * LIMIT less the largest buffer that a new process of the uid, without
+ * CAP_IPC_LOCK, can create there (and closes again). Or -errno.
+ */
+static int uid_charged(struct _test_data_memlock *self, int d)
+{
+	int status, n, buf;
+	pid_t pid;
+
+	pid = fork();
+	if (pid < 0)
+		return -errno;
+	if (!pid) {
+		if (become(self->uid, false, LIMIT))
+			_exit(255);
+		for (n = LIMIT; n > 0; n--) {
+			buf = create(self->dev[d], self->memfd, 0, n * getpagesize());
+			if (buf >= 0) {
+				close(buf);
+				break;
+			}
+			if (buf != -ENOMEM)
+				_exit(255);
+		}
+		_exit(n);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return -errno;
+	if (!WIFEXITED(status) || WEXITSTATUS(status) == 255)
+		return -EIO;
+	return LIMIT - WEXITSTATUS(status);
+}
+
+/*
+ * Checks that, since @base, @pins more pages are pinned and @charged are
+ * charged to self->uid by buffers of device @d, and, unless @w is NULL, that
+ * @w's VmPin is @vm_pin pages (and VmLck, which pins never use, is zero).
+ */
+static void check_usage(struct __test_metadata *_metadata,
+			struct _test_data_memlock *self, int d, long base,
+			const struct worker *w, long pins, long charged,
+			long vm_pin)
+{
+	long long vm_pin_kb = w ? status_num(w->pid, "VmPin:", 10) : -1;
+	long pinned = pins_held() - base;
+	int now_charged = uid_charged(self, d);
+
+	if (w)
+		TH_LOG("%s: pinned %+ld, charged %d pages; VmPin %lld kB",
+		       self->name[d], pinned, now_charged, vm_pin_kb);
+	else
+		TH_LOG("%s: pinned %+ld, charged %d pages", self->name[d],
+		       pinned, now_charged);
+	EXPECT_EQ(pins, pinned);
+	EXPECT_EQ(charged, now_charged);
+	if (!w)
+		return;
+	EXPECT_EQ(vm_pin * getpagesize() / 1024, vm_pin_kb);
+	EXPECT_EQ(0, status_num(w->pid, "VmLck:", 10));
+}
+
+/*
+ * Checks that every pin and charge since @base is gone, waiting for the
+ * last fput, and that no WARN, such as one for a memlock counter going
+ * negative, tainted the kernel.
  */
 static void check_released(struct __test_metadata *_metadata,
-			   struct _test_data_memlock *self, const char *name,
-			   const struct usage *base)
+			   struct _test_data_memlock *self, int d, long base)
 {
-	wait_usage(base, 0, 0);
-	check_usage(_metadata, name, base, NULL, 0, 0, 0);
+	wait_pins(base, 0);
+	check_usage(_metadata, self, d, base, NULL, 0, 0, 0);
 	EXPECT_EQ(self->tainted, read_tainted());
 }
 
@@ -861,32 +873,32 @@ TEST_F(memlock, limit)
 	for (int d = 0; d < self->nr; d++) {
 		const char *name = self->name[d];
 		struct worker *w = &self->worker[0];
-		struct usage base = usage_now();
+		long base = pins_held();
 		int dev = self->dev[d], one, list;
 
 		start_worker(_metadata, w, self->uid, false);
 		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, (LIMIT + 1) * ps));
-		check_usage(_metadata, name, &base, w, 0, 0, 0);
+		check_usage(_metadata, self, d, base, w, 0, 0, 0);
 
 		/* 1 + LIMIT / 2 pages fit, 1 + 2 * LIMIT / 2 do not. */
 		one = worker_create(w, dev, self->memfd, 0, ps);
 		ASSERT_LE(0, one) TH_LOG("%s: %s", name, strerror(-one));
 		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 2, LIMIT / 2 * ps));
-		check_usage(_metadata, name, &base, w, 1, 1, 1);
+		check_usage(_metadata, self, d, base, w, 1, 1, 1);
 
 		/* The limit exactly: 1 + 3 * 5 pages. */
 		list = worker_create(w, dev, self->memfd, 3, (LIMIT - 1) / 3 * ps);
 		ASSERT_LE(0, list) TH_LOG("%s: %s", name, strerror(-list));
-		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+		check_usage(_metadata, self, d, base, w, LIMIT, LIMIT, LIMIT);
 
 		/* One page more is refused, alone or in a list. */
 		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
 		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 1, ps));
-		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+		check_usage(_metadata, self, d, base, w, LIMIT, LIMIT, LIMIT);
 
 		close(one);
 		close(list);
-		check_released(_metadata, self, name, &base);
+		check_released(_metadata, self, d, base);
 		stop_worker(w);
 	}
 }
@@ -899,7 +911,7 @@ TEST_F(memlock, close_returns_quota)
 	for (int d = 0; d < self->nr; d++) {
 		const char *name = self->name[d];
 		struct worker *w = &self->worker[0];
-		struct usage base = usage_now();
+		long base = pins_held();
 		int dev = self->dev[d], one, list, all;
 
 		start_worker(_metadata, w, self->uid, false);
@@ -907,27 +919,27 @@ TEST_F(memlock, close_returns_quota)
 		ASSERT_LE(0, one) TH_LOG("%s: %s", name, strerror(-one));
 		list = worker_create(w, dev, self->memfd, 3, (LIMIT - 1) / 3 * ps);
 		ASSERT_LE(0, list) TH_LOG("%s: %s", name, strerror(-list));
-		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+		check_usage(_metadata, self, d, base, w, LIMIT, LIMIT, LIMIT);
 
 		close(list);
-		wait_usage(&base, 1, 1);
-		check_usage(_metadata, name, &base, w, 1, 1, 1);
+		wait_pins(base, 1);
+		check_usage(_metadata, self, d, base, w, 1, 1, 1);
 		list = worker_create(w, dev, self->memfd, 3, (LIMIT - 1) / 3 * ps);
 		ASSERT_LE(0, list) TH_LOG("%s: %s", name, strerror(-list));
 		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
 
 		close(one);
 		close(list);
-		check_released(_metadata, self, name, &base);
-		check_usage(_metadata, name, &base, w, 0, 0, 0);
+		check_released(_metadata, self, d, base);
+		check_usage(_metadata, self, d, base, w, 0, 0, 0);
 
 		/* The whole quota, no more. */
 		all = worker_create(w, dev, self->memfd, 0, LIMIT * ps);
 		ASSERT_LE(0, all) TH_LOG("%s: %s", name, strerror(-all));
 		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
-		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+		check_usage(_metadata, self, d, base, w, LIMIT, LIMIT, LIMIT);
 		close(all);
-		check_released(_metadata, self, name, &base);
+		check_released(_metadata, self, d, base);
 		stop_worker(w);
 	}
 }
@@ -962,7 +974,7 @@ TEST_F(memlock, creator_exits)
 	for (int d = 0; d < self->nr; d++) {
 		const char *name = self->name[d];
 		struct worker *w = &self->worker[0];
-		struct usage base = usage_now();
+		long base = pins_held();
 		int dev = self->dev[d], sv[2], bufs[MAX_FDS], val, status, all;
 		pid_t pid;
 
@@ -982,28 +994,28 @@ TEST_F(memlock, creator_exits)
 		ASSERT_EQ(pid, waitpid(pid, &status, 0));
 		ASSERT_TRUE(WIFEXITED(status));
 		ASSERT_EQ(0, WEXITSTATUS(status)) TH_LOG("%s: creator failed", name);
-		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, 0);
+		check_usage(_metadata, self, d, base, w, LIMIT, LIMIT, 0);
 		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
 
 		ASSERT_EQ(2, recv_fds(sv[0], &val, bufs));
 		close(bufs[0]);
 		close(bufs[1]);
 		close(sv[0]);
-		check_released(_metadata, self, name, &base);
+		check_released(_metadata, self, d, base);
 
 		all = worker_create(w, dev, self->memfd, 0, LIMIT * ps);
 		ASSERT_LE(0, all) TH_LOG("%s: %s", name, strerror(-all));
 		EXPECT_EQ(-ENOMEM, worker_create(w, dev, self->memfd, 0, ps));
-		check_usage(_metadata, name, &base, w, LIMIT, LIMIT, LIMIT);
+		check_usage(_metadata, self, d, base, w, LIMIT, LIMIT, LIMIT);
 		close(all);
-		check_released(_metadata, self, name, &base);
+		check_released(_metadata, self, d, base);
 		stop_worker(w);
 	}
 }
 
 /*
  * CAP_IPC_LOCK lifts the limit and leaves the user's quota alone; the pages
- * still show in VmPin and in the charge counters.
+ * still show in VmPin.
  */
 TEST_F(memlock, ipc_lock)
 {
@@ -1013,7 +1025,7 @@ TEST_F(memlock, ipc_lock)
 		struct worker *root = &self->worker[0], *capable = &self->worker[1];
 		struct worker *user = &self->worker[2];
 		const char *name = self->name[d];
-		struct usage base = usage_now();
+		long base = pins_held();
 		int dev = self->dev[d], bufs[3];
 
 		/* Before any buffer: a worker forked later would inherit it. */
@@ -1023,22 +1035,22 @@ TEST_F(memlock, ipc_lock)
 
 		bufs[0] = worker_create(root, dev, self->memfd, 0, 2 * LIMIT * ps);
 		ASSERT_LE(0, bufs[0]) TH_LOG("%s: %s", name, strerror(-bufs[0]));
-		check_usage(_metadata, name, &base, root, 2 * LIMIT, 2 * LIMIT, 2 * LIMIT);
+		check_usage(_metadata, self, d, base, root, 2 * LIMIT, 0, 2 * LIMIT);
 
 		/* Not root, and CAP_IPC_LOCK only. */
 		bufs[1] = worker_create(capable, dev, self->memfd, 2, LIMIT * ps);
 		ASSERT_LE(0, bufs[1]) TH_LOG("%s: %s", name, strerror(-bufs[1]));
-		check_usage(_metadata, name, &base, capable, 4 * LIMIT, 4 * LIMIT, 2 * LIMIT);
+		check_usage(_metadata, self, d, base, capable, 4 * LIMIT, 0, 2 * LIMIT);
 
 		/* Its user's other processes still have all of their quota. */
 		bufs[2] = worker_create(user, dev, self->memfd, 0, LIMIT * ps);
 		ASSERT_LE(0, bufs[2]) TH_LOG("%s: %s", name, strerror(-bufs[2]));
 		EXPECT_EQ(-ENOMEM, worker_create(user, dev, self->memfd, 0, ps));
-		check_usage(_metadata, name, &base, user, 5 * LIMIT, 5 * LIMIT, LIMIT);
+		check_usage(_metadata, self, d, base, user, 5 * LIMIT, LIMIT, LIMIT);
 
 		for (int i = 0; i < 3; i++)
 			close(bufs[i]);
-		check_released(_metadata, self, name, &base);
+		check_released(_metadata, self, d, base);
 		stop_worker(root);
 		stop_worker(capable);
 		stop_worker(user);
