@@ -177,9 +177,9 @@ impl Drop for MemlockCharge {
 ///
 /// # Context
 ///
-/// Dropping pins taken with [`PinFlags::WRITE`] may sleep, since marking a page dirty takes its
-/// folio lock; so does dropping a charge ([`Accounting::Memlock`]). Dropping read-only, uncharged
-/// pins does not sleep.
+/// Dropping may sleep: marking a page dirty takes its folio lock, the page array may have been
+/// allocated with `vmalloc()`, and returning a charge ([`Accounting::Memlock`]) may free an
+/// `mm_struct`.
 ///
 /// # Examples
 ///
@@ -202,7 +202,8 @@ impl Drop for MemlockCharge {
 ///
 /// # Invariants
 ///
-/// - `pages` is not empty.
+/// - `pages` is not empty, but in an object whose pins [`PinnedPages::append`] took over and
+///   then drops.
 /// - Every entry of `pages` is a page on which this object holds one pin, taken with `FOLL_PIN`
 ///   and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins), or the shared zero
 ///   page, which GUP lends without a pin and `unpin_user_pages()` skips.
@@ -484,20 +485,14 @@ impl PinnedPages<LongTerm> {
 
 impl<T: PinTerm> Drop for PinnedPages<T> {
     fn drop(&mut self) {
+        // Say so in every drop, not only when a page is still clean or the array is vmalloc'ed.
+        crate::task::might_sleep();
         let len = self.pages.len();
-        if len == 0 {
-            return;
-        }
-        if self.dirty || !self.charge.is_empty() {
-            // Marking a page dirty takes its folio lock; returning a charge may free an
-            // `mm_struct`. Say so in every such drop, not only when a page is still clean.
-            crate::task::might_sleep();
-        }
         // SAFETY: By the type invariants, each of the `len` pages holds one pin owned by `self`,
         // or is the zero page, which is unpinned as a no-op. GUP never lends the zero page for
         // [`PinFlags::WRITE`] (it unshares first), so only pages pinned for writing are dirtied.
         // `unpin_user_pages_dirty_lock()` releases consecutive pages of one folio with one update
-        // of the folio.
+        // of the folio, and assumes nothing of how the pages lie in memory.
         unsafe {
             bindings::unpin_user_pages_dirty_lock(Self::array(&mut self.pages), len, self.dirty)
         };

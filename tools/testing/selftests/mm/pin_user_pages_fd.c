@@ -31,6 +31,7 @@
 #include <time.h>
 #include <asm-generic/hugetlb_encode.h>
 #include <linux/capability.h>
+#include <linux/fs.h>
 #include <linux/io_uring.h>
 #include <linux/magic.h>
 #include <mm/gup_test.h>
@@ -762,6 +763,56 @@ TEST_F(pin_fd, write_only_fd)
 	free(data);
 }
 
+/*
+ * An append-only file can be mapped shared through no fd open for writing,
+ * as nothing may overwrite it: it is refused write pins, of its data and of
+ * holes they would fill, even through a read-write fd. Read pins of it hold
+ * its data, as a private mapping would.
+ */
+TEST_F(pin_fd, append_only)
+{
+	size_t size = 8 * psize();
+	char *data = pattern(0, 8), *map;
+	long long nr_blocks;
+	int attr, err;
+
+	ASSERT_NE(NULL, data);
+	self->fd = memfd_with(0, size, data);
+	ASSERT_LE(0, self->fd);
+	/* Data, then holes: an append-only file cannot be truncated. */
+	ASSERT_EQ(0, ftruncate(self->fd, 2 * size));
+	ASSERT_EQ(0, ioctl(self->fd, FS_IOC_GETFLAGS, &attr));
+	attr |= FS_APPEND_FL;
+	if (ioctl(self->fd, FS_IOC_SETFLAGS, &attr)) {
+		free(data);
+		SKIP(return, "FS_IOC_SETFLAGS(FS_APPEND_FL): %s", strerror(errno));
+	}
+
+	/* The premise. */
+	map = mmap(NULL, size, PROT_READ, MAP_SHARED, self->fd, 0);
+	err = errno;
+	EXPECT_EQ(MAP_FAILED, map) {
+		munmap(map, size);
+	}
+	EXPECT_EQ(EACCES, err);
+
+	nr_blocks = blocks(self->fd);
+	ASSERT_LE(0, nr_blocks);
+	ASSERT_EQ(0, read_pins(&self->base));
+	EXPECT_EQ(-EACCES, pin(self, self->fd, 0, size, PIN_FD_TEST_FLAG_WRITE));
+	EXPECT_EQ(-EACCES, pin(self, self->fd, size, size,
+			       PIN_FD_TEST_FLAG_WRITE | PIN_FD_TEST_FLAG_ACCOUNT));
+	check_pins(_metadata, self, 0, 0);
+	check_uncharged(_metadata);
+	EXPECT_EQ(nr_blocks, blocks(self->fd));
+
+	pin_check(_metadata, self, self->fd, 0, size, 0, data);
+	unpin_check(_metadata, self);
+	attr &= ~FS_APPEND_FL;
+	EXPECT_EQ(0, ioctl(self->fd, FS_IOC_SETFLAGS, &attr));
+	free(data);
+}
+
 TEST_F(pin_fd, write_sealed)
 {
 	static const int seals[] = { F_SEAL_WRITE, F_SEAL_FUTURE_WRITE };
@@ -1385,6 +1436,8 @@ static void unpin_all(struct _test_data_memlock *self)
 			ioctl(self->gup[i], PIN_LONGTERM_TEST_STOP);
 }
 
+static int uid_charged(struct _test_data_memlock *self);
+
 FIXTURE_SETUP(memlock)
 {
 	int i, ret;
@@ -1405,6 +1458,13 @@ FIXTURE_SETUP(memlock)
 	ASSERT_LE(0, self->probe_gup);
 	self->memfd = memfd_with(0, 2 * LIMIT * psize(), NULL);
 	ASSERT_LE(0, self->memfd);
+	/*
+	 * Fill its holes and move it out of ZONE_MOVABLE now, so that later
+	 * pins fail with ENOMEM for the limit only, not for a migration.
+	 */
+	ASSERT_EQ(0, pin_gup(self->gup[0], self->memfd, 0, 2 * LIMIT * psize(),
+			     0));
+	ASSERT_EQ(0, ioctl(self->gup[0], PIN_LONGTERM_TEST_STOP));
 	ret = pin_gup(self->gup[0], self->memfd, 0, psize(),
 		      PIN_FD_TEST_FLAG_ACCOUNT);
 	if (ret == -EINVAL)
@@ -1415,6 +1475,7 @@ FIXTURE_SETUP(memlock)
 	self->uid = FRESH_UID_BASE + getpid();
 	self->tainted = read_num("/proc/sys/kernel/tainted");
 	ASSERT_EQ(0, read_pins(&self->base));
+	ASSERT_EQ(0, uid_charged(self)) TH_LOG("uid %u is in use", self->uid);
 }
 
 FIXTURE_TEARDOWN(memlock)
@@ -1863,6 +1924,9 @@ TEST_F(memlock, io_uring)
 	int *seen, status, ring, before;
 	char *buf;
 	pid_t child;
+
+	/* Keeps the user_struct, and any charge leaked to it, to the end. */
+	start_worker(_metadata, self, &self->worker[0], self->uid, false);
 
 	ring = syscall(__NR_io_uring_setup, 1, &params);
 	if (ring < 0)

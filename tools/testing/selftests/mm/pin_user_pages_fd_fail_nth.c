@@ -12,9 +12,12 @@
  * and failed; not 0 means that the pin went through fewer sites, and the
  * sweep is complete. At each step the pin either fails with an expected
  * errno, and then no page may stay pinned and nothing may stay charged to
- * RLIMIT_MEMLOCK, before PIN_LONGTERM_TEST_STOP could release them; or it
- * succeeds, with every page pinned, and the pins balance at STOP. A hugetlb
- * memfd must also give its huge page and reservation back once closed.
+ * RLIMIT_MEMLOCK before PIN_LONGTERM_TEST_STOP could release them (not to
+ * the VmPin of the test process, nor, with PIN_FD_TEST_FLAG_ACCOUNT, to
+ * root, made to pay without CAP_IPC_LOCK with a quota of one pin, which
+ * must be whole after the sweep); or it succeeds, with every page pinned,
+ * and the pins balance at STOP. A hugetlb memfd must also give its huge
+ * page and reservation back once closed.
  *
  * The FOLL_PIN counters are system-wide: run the test alone. Needs root,
  * CONFIG_GUP_TEST, CONFIG_FAULT_INJECTION_DEBUG_FS and CONFIG_FAILSLAB;
@@ -35,7 +38,10 @@
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
 #include <asm-generic/hugetlb_encode.h>
+#include <linux/capability.h>
 #include <mm/gup_test.h>
 
 #include "kselftest_harness.h"
@@ -493,6 +499,29 @@ static int pin_step(struct __test_metadata *_metadata,
 }
 
 /*
+ * Makes the pins of this process (a test, which the harness forked) with
+ * PIN_FD_TEST_FLAG_ACCOUNT charge its user, root, with a quota of @pages:
+ * CAP_IPC_LOCK leaves the effective set and RLIMIT_MEMLOCK becomes @pages.
+ * A charge that a failed pin left behind then makes the next full pin fail.
+ * Returns 0 or -errno.
+ */
+static int charge_user(size_t pages)
+{
+	struct __user_cap_header_struct hdr = {
+		.version = _LINUX_CAPABILITY_VERSION_3,
+	};
+	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3];
+	struct rlimit rl = { pages * psize(), pages * psize() };
+
+	if (syscall(SYS_capget, &hdr, caps))
+		return -errno;
+	caps[CAP_TO_INDEX(CAP_IPC_LOCK)].effective &= ~CAP_TO_MASK(CAP_IPC_LOCK);
+	if (syscall(SYS_capset, &hdr, caps) || setrlimit(RLIMIT_MEMLOCK, &rl))
+		return -errno;
+	return 0;
+}
+
+/*
  * Runs a pin without fault injection, then with a fault at every site in
  * turn, until the pin runs through all of them.
  */
@@ -505,6 +534,10 @@ static void sweep(struct __test_metadata *_metadata,
 	bool hit;
 	int err;
 
+	if (flags & PIN_FD_TEST_FLAG_ACCOUNT) {
+		err = charge_user(self->size / psize());
+		ASSERT_EQ(0, err) TH_LOG("dropping CAP_IPC_LOCK: %s", strerror(-err));
+	}
 	/* Also warms up what is allocated once, such as debugfs file data. */
 	err = pin_step(_metadata, self, variant, flags, 0, &hit);
 	if (err == EINVAL && (flags & PIN_FD_TEST_FLAG_ACCOUNT))
@@ -525,6 +558,11 @@ static void sweep(struct __test_metadata *_metadata,
 			break;
 		injected++;
 		failed += !!err;
+	}
+	/* Every charge came back: the whole quota is there for a full pin. */
+	if (flags & PIN_FD_TEST_FLAG_ACCOUNT) {
+		err = pin_step(_metadata, self, variant, flags, 0, &hit);
+		EXPECT_EQ(0, err) TH_LOG("a full pin once swept: %s", strerror(err));
 	}
 	ksft_print_msg("%s, flags %#x: %u faults injected: %u failed the pin, %u were absorbed\n",
 		       variant->name, flags, injected, failed, injected - failed);
