@@ -5,7 +5,8 @@
 //! `/dev/udmabuf_rs` has the uAPI of `/dev/udmabuf` ([`include/uapi/linux/udmabuf.h`]) and the
 //! same checks and errors as the C driver (drivers/dma-buf/udmabuf.c), but pins the pages with
 //! `pin_user_pages_fd()`: one long-term pin per page, taken per folio, so that the pages leave
-//! `ZONE_MOVABLE` and CMA and are released by the usual `unpin_user_pages()`.
+//! `ZONE_MOVABLE` and CMA, and released dirty (`unpin_user_pages_dirty_lock()`), as pages that a
+//! device or a mapping of the buffer may have written must be.
 //!
 //! Unlike the C driver, it can charge the pinned pages to the creator's `RLIMIT_MEMLOCK`
 //! (`udmabuf_rs.account_memlock=1`), so that the total a user pins is bounded and not only the

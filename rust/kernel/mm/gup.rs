@@ -147,10 +147,6 @@ impl MemlockCharge {
         // INVARIANT: A zeroed `struct pin_fd_account` is an empty charge.
         Self(pin_init::zeroed())
     }
-
-    fn is_empty(&self) -> bool {
-        self.0.nr_pages == 0
-    }
 }
 
 impl Drop for MemlockCharge {
@@ -202,14 +198,14 @@ impl Drop for MemlockCharge {
 ///
 /// # Invariants
 ///
-/// - `pages` is not empty, but in an object whose pins [`PinnedPages::append`] took over and
-///   then drops.
+/// - `pages` is not empty, except in the `other` that [`PinnedPages::append`] empties and drops
+///   before it returns.
 /// - Every entry of `pages` is a page on which this object holds one pin, taken with `FOLL_PIN`
 ///   and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins), or the shared zero
 ///   page, which GUP lends without a pin and `unpin_user_pages()` skips.
 /// - The pins are released only by [`Drop`].
-/// - `dirty` is true if the pins were taken with [`PinFlags::WRITE`], false if without: all of
-///   them the same way.
+/// - If `dirty`, every pin was taken with [`PinFlags::WRITE`]: no entry is the zero page, which
+///   GUP never lends for writing.
 /// - `charge` is empty, or the `RLIMIT_MEMLOCK` charge for pages of `pages`. It is returned after
 ///   they are unpinned: fields are dropped after [`Drop::drop`] has run.
 pub struct PinnedPages<T: PinTerm> {
@@ -269,7 +265,8 @@ impl<T: PinTerm> PinnedPages<T> {
         unsafe { pages.inc_len(pinned) };
         // INVARIANT: `pages` holds the pages pinned by the call, one pin each, with the flags of
         // `T`, and nobody else releases them. They are all `nr_pages > 0` of them, or `this` is
-        // dropped right away. `charge` is empty or their charge.
+        // dropped right away, clean. `dirty` only if they were pinned for writing. `charge` is empty
+        // or their charge.
         let mut this = Self {
             pages,
             dirty: flags.contains(PinFlags::WRITE),
@@ -447,6 +444,9 @@ impl PinnedPages<LongTerm> {
     /// With [`Accounting::Memlock`], the pages are charged to the calling process before they
     /// are pinned, and the charge is returned after they are unpinned.
     ///
+    /// A pin grants no more than a shared mapping of `file` would: it returns [`EACCES`] if `file`
+    /// is not open for reading, or, with [`PinFlags::WRITE`], not for writing or append-only.
+    ///
     /// Returns [`EINVAL`] if the file is of another kind, if `nr_pages` is zero or if the range
     /// goes past the end of the file, [`EPERM`] if [`PinFlags::WRITE`] is asked for a write-sealed
     /// memfd, and [`ENOMEM`] if the charge would exceed `RLIMIT_MEMLOCK`.
@@ -490,7 +490,8 @@ impl<T: PinTerm> Drop for PinnedPages<T> {
         let len = self.pages.len();
         // SAFETY: By the type invariants, each of the `len` pages holds one pin owned by `self`,
         // or is the zero page, which is unpinned as a no-op. GUP never lends the zero page for
-        // [`PinFlags::WRITE`] (it unshares first), so only pages pinned for writing are dirtied.
+        // [`PinFlags::WRITE`] (a write fault breaks copy-on-write first), and only pages pinned for
+        // writing are dirtied.
         // `unpin_user_pages_dirty_lock()` releases consecutive pages of one folio with one update
         // of the folio, and assumes nothing of how the pages lie in memory.
         unsafe {
@@ -925,6 +926,11 @@ mod tests {
         let pinned =
             PinnedPages::pin_user_pages_fd(&file, 0, 1, PinFlags::empty(), Accounting::None)?;
         let held = HeldFolio::new(&pinned, 0)?;
+        if held.folio().is_large() {
+            // The write of page 1 may have dirtied a huge folio that holds page 0 too.
+            skip(c"needs small shmem folios (shmem_enabled other than always)");
+            return Ok(());
+        }
         assert!(!held.folio().is_dirty());
         drop(pinned);
         assert!(!held.folio().is_dirty());
@@ -1023,7 +1029,7 @@ mod tests {
         let mut pinned = pin(0, Accounting::Memlock)?;
         let mut plain = pin(NR, Accounting::None)?;
         assert_eq!(pinned.charge.0.nr_pages, NR);
-        assert!(plain.charge.is_empty());
+        assert_eq!(plain.charge.0.nr_pages, 0);
 
         // Charges move with their pins, into an uncharged object or a charged one.
         plain.append(pin(2 * NR, Accounting::Memlock)?)?;

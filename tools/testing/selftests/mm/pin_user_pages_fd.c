@@ -1647,8 +1647,9 @@ static int quota_left(int gup_fd, int memfd)
 }
 
 /*
- * The pages charged to self->uid's memlock quota: LIMIT less the quota that a
- * new process of the uid, without CAP_IPC_LOCK, has left. Or -errno.
+ * The pages charged to self->uid's memlock quota: what a new process of the
+ * uid, without CAP_IPC_LOCK and with twice the workers' RLIMIT_MEMLOCK, finds
+ * missing from its quota, so that a charge past LIMIT shows too. Or -errno.
  */
 static int uid_charged(struct _test_data_memlock *self)
 {
@@ -1659,17 +1660,17 @@ static int uid_charged(struct _test_data_memlock *self)
 	if (pid < 0)
 		return -errno;
 	if (!pid) {
-		int left = become(self->uid, false, LIMIT);
+		int left = become(self->uid, false, 2 * LIMIT);
 
 		if (!left)
 			left = quota_left(self->probe_gup, self->memfd);
-		_exit(left < 0 || left > LIMIT ? 255 : left);
+		_exit(left < 0 ? 255 : left);
 	}
 	if (waitpid(pid, &status, 0) != pid)
 		return -errno;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) == 255)
 		return -EIO;
-	return LIMIT - WEXITSTATUS(status);
+	return 2 * LIMIT - WEXITSTATUS(status);
 }
 
 /*

@@ -13,11 +13,11 @@
  * sweep is complete. At each step the pin either fails with an expected
  * errno, and then no page may stay pinned and nothing may stay charged to
  * RLIMIT_MEMLOCK before PIN_LONGTERM_TEST_STOP could release them (not to
- * the VmPin of the test process, nor, with PIN_FD_TEST_FLAG_ACCOUNT, to
- * root, made to pay without CAP_IPC_LOCK with a quota of one pin, which
- * must be whole after the sweep); or it succeeds, with every page pinned,
- * and the pins balance at STOP. A hugetlb memfd must also give its huge
- * page and reservation back once closed.
+ * the VmPin of the test process, nor, with PIN_FD_TEST_FLAG_ACCOUNT, to a
+ * fresh user that the test's real uid becomes, without CAP_IPC_LOCK and
+ * with a quota of one pin, which must be whole after the sweep); or it
+ * succeeds, with every page pinned, and the pins balance at STOP. A hugetlb
+ * memfd must also give its huge page and reservation back once closed.
  *
  * The FOLL_PIN counters are system-wide: run the test alone. Needs root,
  * CONFIG_GUP_TEST, CONFIG_FAULT_INJECTION_DEBUG_FS and CONFIG_FAILSLAB;
@@ -500,7 +500,9 @@ static int pin_step(struct __test_metadata *_metadata,
 
 /*
  * Makes the pins of this process (a test, which the harness forked) with
- * PIN_FD_TEST_FLAG_ACCOUNT charge its user, root, with a quota of @pages:
+ * PIN_FD_TEST_FLAG_ACCOUNT charge a user of its own with a quota of @pages:
+ * the real uid becomes a fresh one (the charged user is the real uid's, and
+ * root's is shared with every root process), the effective uid stays 0,
  * CAP_IPC_LOCK leaves the effective set and RLIMIT_MEMLOCK becomes @pages.
  * A charge that a failed pin left behind then makes the next full pin fail.
  * Returns 0 or -errno.
@@ -513,7 +515,9 @@ static int charge_user(size_t pages)
 	struct __user_cap_data_struct caps[_LINUX_CAPABILITY_U32S_3];
 	struct rlimit rl = { pages * psize(), pages * psize() };
 
-	if (syscall(SYS_capget, &hdr, caps))
+	/* Far from the ids of real users and of subordinate ranges. */
+	if (setresuid(0x40000000 + getpid(), -1, -1) ||
+	    syscall(SYS_capget, &hdr, caps))
 		return -errno;
 	caps[CAP_TO_INDEX(CAP_IPC_LOCK)].effective &= ~CAP_TO_MASK(CAP_IPC_LOCK);
 	if (syscall(SYS_capset, &hdr, caps) || setrlimit(RLIMIT_MEMLOCK, &rl))

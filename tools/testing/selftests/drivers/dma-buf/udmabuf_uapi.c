@@ -789,8 +789,10 @@ FIXTURE_TEARDOWN(memlock)
 
 /*
  * The pages charged to self->uid's memlock quota by buffers of device @d:
- * LIMIT less the largest buffer that a new process of the uid, without
- * CAP_IPC_LOCK, can create there (and closes again). Or -errno.
+ * what the largest buffer that a new process of the uid, without
+ * CAP_IPC_LOCK and with twice the workers' RLIMIT_MEMLOCK, can create there
+ * (and closes again) finds missing from its quota, so that a charge past
+ * LIMIT shows too. Or -errno.
  */
 static int uid_charged(struct _test_data_memlock *self, int d)
 {
@@ -801,9 +803,9 @@ static int uid_charged(struct _test_data_memlock *self, int d)
 	if (pid < 0)
 		return -errno;
 	if (!pid) {
-		if (become(self->uid, false, LIMIT))
+		if (become(self->uid, false, 2 * LIMIT))
 			_exit(255);
-		for (n = LIMIT; n > 0; n--) {
+		for (n = 2 * LIMIT; n > 0; n--) {
 			buf = create(self->dev[d], self->memfd, 0, n * getpagesize());
 			if (buf >= 0) {
 				close(buf);
@@ -818,7 +820,7 @@ static int uid_charged(struct _test_data_memlock *self, int d)
 		return -errno;
 	if (!WIFEXITED(status) || WEXITSTATUS(status) == 255)
 		return -EIO;
-	return LIMIT - WEXITSTATUS(status);
+	return 2 * LIMIT - WEXITSTATUS(status);
 }
 
 /*
