@@ -265,8 +265,8 @@ impl<T: PinTerm> PinnedPages<T> {
         unsafe { pages.inc_len(pinned) };
         // INVARIANT: `pages` holds the pages pinned by the call, one pin each, with the flags of
         // `T`, and nobody else releases them. They are all `nr_pages > 0` of them, or `this` is
-        // dropped right away, clean. `dirty` only if they were pinned for writing. `charge` is empty
-        // or their charge.
+        // dropped right away, clean. `dirty` only if they were pinned for writing. `charge` is
+        // empty or their charge.
         let mut this = Self {
             pages,
             dirty: flags.contains(PinFlags::WRITE),
