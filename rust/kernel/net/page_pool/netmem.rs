@@ -57,7 +57,8 @@ impl NetIov {
     #[inline]
     pub fn pp_ref_count(&self) -> i64 {
         // SAFETY: The net_iov is valid by the type invariants; `pp_ref_count` is an
-        // `atomic_long_t`, only accessed atomically.
+        // `atomic_long_t`, only accessed atomically, and 64 bits wide: the abstractions build on
+        // 64-bit kernels only (`RUST_PAGE_POOL_ABSTRACTIONS` depends on `64BIT`).
         let count =
             unsafe { Atomic::<i64>::from_ptr(&raw mut (*self.as_raw()).desc.pp_ref_count.counter) };
         count.load(Relaxed)

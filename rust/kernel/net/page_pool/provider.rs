@@ -55,7 +55,7 @@ pub enum DmaSync {
 ///   chunk of a bound dma-buf that `owner` names, one of type `NET_IOV_IOURING` to an io_uring
 ///   zero-copy area. (A provider whose net_iovs are neither, a test's, relies on
 ///   [`open_rx_queue`]'s caller instead: such a provider is only installed on queues of devices
-///   that never receive into them);
+///   that never receive into them, so neither their type nor their `dma_addr` is used);
 /// - its `dma_addr` is a mapping, for the DMA device of the pool's rx queue, of memory the device
 ///   may write `PAGE_SIZE << order` bytes to, `order` being the pool's
 ///   ([`ProviderPool::order`]), as `init` must check; if `init` returned [`DmaSync::Keep`], a
@@ -683,8 +683,11 @@ mod tests {
     }
 
     // SAFETY: The net_iovs lent are static, so valid for ever, and `free` lends each to one pool at
-    // a time and only once it came back. They are zeroed, neither devmem's nor io_uring's: the
-    // tests install the provider only on a device that is never registered, so never receives.
+    // a time and only once it came back. They are zeroed: their type says `NET_IOV_DMABUF` with no
+    // owner and their `dma_addr` is 0, neither of which is true, as the trait allows for a
+    // provider that is only installed on queues of devices that never receive: the tests install
+    // it on a device that is never registered. `init` returns `DmaSync::Disable`, so the pool
+    // never syncs them either.
     #[vtable]
     unsafe impl MemoryProvider for Counting {
         type Priv = Counters;
