@@ -12,6 +12,28 @@ if [ -e /sys/block/zram0/disksize ] && ! grep -q zram0 /proc/swaps; then
 	echo 1G > /sys/block/zram0/disksize && mkswap /dev/zram0 > /dev/null &&
 		swapon /dev/zram0
 fi
+# nsim.py runs `udevadm settle` after creating each netdevsim device. In one
+# debug-profile boot it failed with "Failed to wait for daemon to reply:
+# Broken pipe" (udevd dropped the control connection) and took a devmem_bind
+# case with it. That is the guest's udevd, not the kernel under test: settle
+# is retried up to three times, and every retry is logged in the test output.
+real_udevadm=$(command -v udevadm)
+if [ -n "$real_udevadm" ]; then
+	mkdir -p /tmp/pinfd-bin
+	cat > /tmp/pinfd-bin/udevadm <<-UDEVADM
+	#!/bin/sh
+	[ "\$1" = settle ] || exec $real_udevadm "\$@"
+	for try in 1 2 3; do
+		$real_udevadm "\$@" && exit 0
+		echo "pinfd guest: udevadm settle failed (exit \$?), retry \$try of 3" >&2
+		sleep 1
+	done
+	exec $real_udevadm "\$@"
+	UDEVADM
+	chmod +x /tmp/pinfd-bin/udevadm
+	PATH=/tmp/pinfd-bin:$PATH
+	export PATH
+fi
 # Pin counters, with per-CPU deltas folded in. Unpins that finish after a
 # test exits (deferred fput, RCU) get up to 5 s to land before a snapshot.
 pins() {
