@@ -34,8 +34,8 @@ if [ -n "$real_udevadm" ]; then
 	PATH=/tmp/pinfd-bin:$PATH
 	export PATH
 fi
-# Pin counters, with per-CPU deltas folded in. Unpins that finish after a
-# test exits (deferred fput, RCU) get up to 5 s to land before a snapshot.
+# Pin counters, with per-CPU deltas folded in, into the file $1. Unpins that
+# finish after a test exits (deferred fput, RCU) get up to 5 s to land.
 pins() {
 	for i in 1 2 3 4 5; do
 		echo 1 > /proc/sys/vm/stat_refresh
@@ -44,27 +44,43 @@ pins() {
 		sleep 1
 	done
 }
+# A write to $out (the 9p share) pins the writer's pages, and they are seen
+# unpinned only after the write returns: under a loaded host, tests that
+# compare the global pin counters saw those pins (one more acquired than
+# released, and the release in the next check). Nothing is written to $out
+# while a test runs: its output waits in /tmp, and the pins of the writes
+# between tests are waited for before the next one starts.
+settled() {
+	pins /tmp/pinfd-vmstat
+	cp /tmp/pinfd-vmstat "$1"
+	pins /tmp/pinfd-settle
+}
 n=0
 run() {
 	n=$((n + 1)); name=$1; dir=$2; t=$3; shift 3
-	echo "# selftests: $name" >> "$tap"
 	start=$(date +%s)
-	{ cd "$ksft/$dir" && timeout -k 10 "$t" sh -c "$*" 2>&1; echo $? > "$out/rc"; } | sed 's/^/# /' >> "$tap"
-	rc=$(cat "$out/rc")
-	pins "$out/vmstat.now"
-	printf '%s\t%s\t%s\n' "$name" $(( $(date +%s) - start )) "$(awk '{printf "%s ", $2}' "$out/vmstat.now")" >> "$out/times.tsv"
-	case $rc in
-	0) echo "ok $n selftests: $name" ;;
-	4) echo "ok $n selftests: $name # SKIP" ;;
-	124|137) echo "not ok $n selftests: $name # TIMEOUT $t seconds" ;;
-	*) echo "not ok $n selftests: $name # exit=$rc" ;;
-	esac >> "$tap"
+	{ cd "$ksft/$dir" && timeout -k 10 "$t" sh -c "$*" 2>&1; echo $? > /tmp/pinfd-rc; } | sed 's/^/# /' > /tmp/pinfd-out
+	rc=$(cat /tmp/pinfd-rc)
+	{
+		echo "# selftests: $name"
+		cat /tmp/pinfd-out
+		case $rc in
+		0) echo "ok $n selftests: $name" ;;
+		4) echo "ok $n selftests: $name # SKIP" ;;
+		124|137) echo "not ok $n selftests: $name # TIMEOUT $t seconds" ;;
+		*) echo "not ok $n selftests: $name # exit=$rc" ;;
+		esac
+	} >> "$tap"
+	pins /tmp/pinfd-vmstat
+	cp /tmp/pinfd-vmstat "$out/vmstat.now"
+	printf '%s\t%s\t%s\n' "$name" $(( $(date +%s) - start )) "$(awk '{printf "%s ", $2}' /tmp/pinfd-vmstat)" >> "$out/times.tsv"
+	pins /tmp/pinfd-settle
 }
-pins "$out/vmstat.before"
 echo "TAP version 13" > "$tap"
 echo "1..@COUNT@" >> "$tap"
+settled "$out/vmstat.before"
 @TESTS@
-pins "$out/vmstat.after"
+settled "$out/vmstat.after"
 # A kernel with kmemleak (the debug profile): report what is unreferenced
 # once the tests are done. Objects younger than 5 s are not reported, and an
 # object reported by the first scan but referenced again by the second is a
