@@ -393,34 +393,33 @@ impl Exporter for Udmabuf {
         }
         let first = vma.pgoff();
         let nr = (vma.end() - vma.start()) >> PAGE_SHIFT;
-        if first
-            .checked_add(nr)
-            .is_none_or(|end| end > buf.pages.len())
-        {
-            return Err(EINVAL);
-        }
-        // Map each run of physically contiguous pages (a large folio) with one call.
+        let end = first.checked_add(nr).ok_or(EINVAL)?;
+        let runs = buf.pages.folio_runs(first..end).ok_or(EINVAL)?;
+        // Map each physically contiguous stretch of runs (consecutive pages of a folio, and the
+        // folios that follow them in memory) with one call.
         let mut addr = vma.start();
-        let mut remap = |(pfn, len): (usize, usize)| {
-            // SAFETY: The pages are pinned until the dma-buf is released, and the vma holds a
-            // reference to the dma-buf's file. Nothing makes this vma a mixed map.
-            unsafe { vma.remap_pfn_range(addr, pfn, len * PAGE_SIZE) }?;
-            addr += len * PAGE_SIZE;
+        let mut remap = |(pfn, nr): (usize, usize)| {
+            // SAFETY: A stretch is the union of runs whose PFNs adjoin, each `nr_pages()`
+            // consecutive pages of one folio: every PFN mapped is that of a pinned page, which
+            // stays pinned until the dma-buf is released, and the vma holds a reference to the
+            // dma-buf's file. Nothing makes this vma a mixed map.
+            unsafe { vma.remap_pfn_range(addr, pfn, nr * PAGE_SIZE) }?;
+            addr += nr * PAGE_SIZE;
             Ok::<(), Error>(())
         };
-        let mut run: Option<(usize, usize)> = None;
-        for page in buf.pages.iter().skip(first).take(nr) {
-            let pfn = page.pfn();
-            match run {
-                Some((start, len)) if start + len == pfn => run = Some((start, len + 1)),
+        let mut stretch: Option<(usize, usize)> = None;
+        for run in runs {
+            let (pfn, nr) = (run.first_page().pfn(), run.nr_pages());
+            match stretch {
+                Some((start, len)) if start + len == pfn => stretch = Some((start, len + nr)),
                 _ => {
-                    if let Some(done) = run.replace((pfn, 1)) {
+                    if let Some(done) = stretch.replace((pfn, nr)) {
                         remap(done)?;
                     }
                 }
             }
         }
-        if let Some(done) = run {
+        if let Some(done) = stretch {
             remap(done)?;
         }
         Ok(())

@@ -28,8 +28,12 @@ use crate::{
     prelude::*,
 };
 use core::{
+    iter::FusedIterator,
     marker::PhantomData,
-    ops::BitOr,
+    ops::{
+        BitOr,
+        Range, //
+    },
     ptr::NonNull,
     slice, //
 };
@@ -393,6 +397,21 @@ impl<T: PinTerm> PinnedPages<T> {
         }
     }
 
+    /// Returns an iterator over the pinned pages of `range` as runs of consecutive pages of one
+    /// folio, in order, or [`None`] if `range` is out of bounds.
+    ///
+    /// A run ends where a folio ends or where the next entry is not the next page; pins of a file
+    /// ([`PinnedPages::pin_user_pages_fd`]) give at most one run per folio of each pinned range.
+    /// No struct page but the first of each run is read (`pages_folio_run()`): the other entries
+    /// are compared by address.
+    pub fn folio_runs(&self, range: Range<usize>) -> Option<FolioRuns<'_>> {
+        // INVARIANT: By the type invariants of `self`, every entry is pinned by `self` or is the
+        // zero page, and `self` is borrowed for as long as the iterator lives.
+        Some(FolioRuns {
+            pages: self.pages.get(range)?,
+        })
+    }
+
     /// Makes room for `additional` more pages, so that [`PinnedPages::append`] does not have to
     /// grow the array.
     pub fn reserve(&mut self, additional: usize) -> Result {
@@ -499,6 +518,75 @@ impl<T: PinTerm> Drop for PinnedPages<T> {
         };
     }
 }
+
+/// Consecutive pages of one folio, lent by a [`PinnedPages`]: a run of [`FolioRuns`].
+///
+/// The pages are pinned, or the run is one entry of the zero page, which GUP lends unpinned.
+pub struct FolioRun<'a> {
+    folio: &'a Folio,
+    first: BorrowedPage<'a>,
+    nr_pages: usize,
+}
+
+impl<'a> FolioRun<'a> {
+    /// Returns the folio of the pages.
+    #[inline]
+    pub fn folio(&self) -> &'a Folio {
+        self.folio
+    }
+
+    /// Returns the first page of the run.
+    #[inline]
+    pub fn first_page(&self) -> &BorrowedPage<'a> {
+        &self.first
+    }
+
+    /// Returns the number of pages in the run, at least one: the run covers the pages from
+    /// [`FolioRun::first_page`] on, physically contiguous.
+    #[inline]
+    pub fn nr_pages(&self) -> usize {
+        self.nr_pages
+    }
+}
+
+/// An iterator over the pages of a [`PinnedPages`] as runs of one folio, from
+/// [`PinnedPages::folio_runs`].
+///
+/// # Invariants
+///
+/// Every entry of `pages` is a page pinned by the [`PinnedPages`] borrowed for `'a`, or the zero
+/// page.
+pub struct FolioRuns<'a> {
+    pages: &'a [NonNull<bindings::page>],
+}
+
+impl<'a> Iterator for FolioRuns<'a> {
+    type Item = FolioRun<'a>;
+
+    #[inline]
+    fn next(&mut self) -> Option<FolioRun<'a>> {
+        let first = *self.pages.first()?;
+        let mut nr_pages = 0;
+        // SAFETY: `self.pages` is a non-empty array of `self.pages.len()` pages, which by the type
+        // invariants are pinned (or the zero page) while `'a` lasts: their folios can be neither
+        // freed nor split. `NonNull<T>` has the layout of `*mut T`.
+        let folio = unsafe {
+            bindings::pages_folio_run(self.pages.as_ptr().cast(), self.pages.len(), &mut nr_pages)
+        };
+        // `pages_folio_run()` returns a run of 1 to `self.pages.len()` entries.
+        // INVARIANT: The rest of the entries are pages of the same `PinnedPages`.
+        self.pages = self.pages.get(nr_pages..).unwrap_or_default();
+        Some(FolioRun {
+            // SAFETY: `folio` is the folio of a page pinned for `'a`, see above.
+            folio: unsafe { Folio::from_raw(folio) },
+            // SAFETY: The page is pinned for `'a`, see above.
+            first: unsafe { BorrowedPage::from_raw(first) },
+            nr_pages,
+        })
+    }
+}
+
+impl FusedIterator for FolioRuns<'_> {}
 
 /// An iterator over the pages of a [`PinnedPages`].
 pub struct PinnedPagesIter<'a> {
@@ -822,6 +910,77 @@ mod tests {
         drop(pinned);
         assert!(!folio.maybe_dma_pinned());
         assert_eq!(PinStats::now(), stats.plus(2 * NR, 2 * NR));
+        Ok(())
+    }
+
+    #[test]
+    fn folio_runs_follow_folios() -> Result {
+        const HALF: usize = 12;
+        let per_folio = SZ_2M / PAGE_SIZE;
+        let Ok(file) = memfd(true, 2 * SZ_2M) else {
+            skip(c"needs two free 2 MiB huge pages (hugepages=)");
+            return Ok(());
+        };
+        // The last HALF pages of the first folio and the first HALF of the second, twice in one
+        // array: the second copy starts a run of its own although it lies in the same folio.
+        let range = || {
+            PinnedPages::pin_user_pages_fd(
+                &file,
+                per_folio - HALF,
+                2 * HALF,
+                PinFlags::empty(),
+                Accounting::None,
+            )
+        };
+        let mut pinned = range()?;
+        pinned.append(range()?)?;
+        let cases: [(Range<usize>, &[usize]); 4] = [
+            (0..2 * HALF, &[HALF, HALF]),
+            (0..4 * HALF, &[HALF, HALF, HALF, HALF]),
+            (HALF - 2..HALF + 2, &[2, 2]),
+            (3..4, &[1]),
+        ];
+        for (range, lens) in cases {
+            let mut index = range.start;
+            let mut nr_runs = 0;
+            for run in pinned.folio_runs(range).ok_or(EINVAL)? {
+                assert_eq!(Some(&run.nr_pages()), lens.get(nr_runs));
+                assert_eq!(
+                    Some(run.first_page().pfn()),
+                    pinned.page(index).map(|p| p.pfn())
+                );
+                let last = pinned.folio(index + run.nr_pages() - 1).ok_or(EINVAL)?;
+                assert!(core::ptr::eq(run.folio(), last));
+                assert_eq!(run.folio().nr_pages(), per_folio);
+                index += run.nr_pages();
+                nr_runs += 1;
+            }
+            assert_eq!(nr_runs, lens.len());
+        }
+        let mut runs = pinned.folio_runs(0..2 * HALF).ok_or(EINVAL)?;
+        let (first, second) = (runs.next().ok_or(EINVAL)?, runs.next().ok_or(EINVAL)?);
+        assert!(!core::ptr::eq(first.folio(), second.folio()));
+        assert!(runs.next().is_none());
+        assert!(pinned.folio_runs(4 * HALF - 1..4 * HALF + 1).is_none());
+
+        // Pages of one folio, but the second range is not the next pages of the first: two runs.
+        let range = || {
+            PinnedPages::pin_user_pages_fd(
+                &file,
+                per_folio,
+                HALF,
+                PinFlags::empty(),
+                Accounting::None,
+            )
+        };
+        let mut pinned = range()?;
+        pinned.append(range()?)?;
+        let mut runs = pinned.folio_runs(0..2 * HALF).ok_or(EINVAL)?;
+        let (first, second) = (runs.next().ok_or(EINVAL)?, runs.next().ok_or(EINVAL)?);
+        assert_eq!((first.nr_pages(), second.nr_pages()), (HALF, HALF));
+        assert!(core::ptr::eq(first.folio(), second.folio()));
+        assert_eq!(first.first_page().pfn(), second.first_page().pfn());
+        assert!(runs.next().is_none());
         Ok(())
     }
 
