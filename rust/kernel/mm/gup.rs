@@ -922,7 +922,7 @@ mod tests {
             return Ok(());
         };
         // The last HALF pages of the first folio and the first HALF of the second, twice in one
-        // array: the second copy starts a run of its own although it lies in the same folio.
+        // array: the second copy starts a run of its own where it goes back to the first folio.
         let range = || {
             PinnedPages::pin_user_pages_fd(
                 &file,
