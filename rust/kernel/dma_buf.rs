@@ -1,10 +1,10 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Exporting buffers as dma-bufs.
+//! DMA buffers shared between drivers and with user space (dma-buf).
 //!
-//! A dma-buf shares a buffer between drivers and with user space through a file descriptor: the
-//! exporter owns the memory and implements [`Exporter`]; importers attach their devices and map the
-//! buffer for DMA. See [`Documentation/driver-api/dma-buf.rst`].
+//! A dma-buf shares a buffer through a file descriptor: its exporter owns the memory (see
+//! [`exporter`]); importers attach their devices and map the buffer for DMA. See
+//! [`Documentation/driver-api/dma-buf.rst`].
 //!
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h)
 //!
@@ -12,117 +12,32 @@
 
 use crate::{
     bindings,
+    error::to_result,
+    prelude::*,
+    sync::aref::{
+        ARef,
+        AlwaysRefCounted, //
+    },
+    types::Opaque, //
+};
+#[cfg(CONFIG_KUNIT)]
+use crate::{
     device::{
         Bound,
         Device, //
     },
     dma::DataDirection,
-    error::{
-        from_err_ptr,
-        from_result,
-        to_result,
-        VTABLE_DEFAULT_ERROR, //
-    },
-    mm::virt::VmaNew,
-    module::this_module,
-    prelude::*,
-    scatterlist::{
-        MappedSGTable,
-        SGTable, //
-    },
-    sync::aref::{
-        ARef,
-        AlwaysRefCounted, //
-    },
-    types::{
-        ForeignOwnable,
-        Opaque, //
-    },
+    error::from_err_ptr,
+    scatterlist::SGTable, //
 };
-use core::{
-    marker::PhantomData,
-    ptr::NonNull, //
+use core::ptr::NonNull;
+
+pub mod exporter;
+
+pub use exporter::{
+    Attachment,
+    Exporter, //
 };
-
-/// A device's attachment to a dma-buf (`struct dma_buf_attachment`).
-///
-/// # Invariants
-///
-/// For the lifetime of a `&Attachment`, the attachment is valid, and so is its device.
-#[repr(transparent)]
-pub struct Attachment(Opaque<bindings::dma_buf_attachment>);
-
-impl Attachment {
-    /// # Safety
-    ///
-    /// `ptr` must point to an attachment that stays valid, with its device, for `'a`.
-    unsafe fn from_raw<'a>(ptr: *mut bindings::dma_buf_attachment) -> &'a Self {
-        // SAFETY: `Attachment` is a transparent wrapper of `struct dma_buf_attachment`, which the
-        // caller guarantees to be valid for `'a`.
-        unsafe { &*ptr.cast() }
-    }
-
-    /// Returns the attached device, the one the buffer is mapped for.
-    pub fn device(&self) -> &Device {
-        // SAFETY: By the type invariants, the attachment and its device are valid.
-        unsafe { Device::from_raw((*self.0.get()).dev) }
-    }
-}
-
-/// The operations of a dma-buf exporter (`struct dma_buf_ops`).
-///
-/// The buffer's data is a [`Exporter::Ptr`], owned by the dma-buf and dropped when the last
-/// reference to the dma-buf goes away (`release`), which happens after every importer detached and
-/// every user space mapping is gone.
-#[vtable]
-pub trait Exporter: Sized {
-    /// The pointer to the buffer's data that the dma-buf owns.
-    type Ptr: ForeignOwnable + Send + Sync;
-
-    /// Maps the buffer for the device of `attachment` (`map_dma_buf`).
-    ///
-    /// Called with the reservation lock of the dma-buf held. The importer owns the table until it
-    /// gives it back, when it is dropped (`unmap_dma_buf`).
-    fn map(
-        buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
-        attachment: &Attachment,
-        dir: DataDirection,
-    ) -> Result<KBox<MappedSGTable>>;
-
-    /// Maps the buffer into a user address space (`mmap`).
-    fn mmap(_buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _vma: &VmaNew) -> Result {
-        build_error!(VTABLE_DEFAULT_ERROR)
-    }
-
-    /// Maps the buffer into the kernel address space (`vmap`).
-    ///
-    /// Called with the reservation lock of the dma-buf held; the core counts the users of the
-    /// mapping, so the exporter sees one `vmap` and one `vunmap`.
-    fn vmap(_buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>) -> Result<NonNull<c_void>> {
-        build_error!(VTABLE_DEFAULT_ERROR)
-    }
-
-    /// Undoes [`Exporter::vmap`] (`vunmap`).
-    fn vunmap(_buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _vaddr: NonNull<c_void>) {
-        build_error!(VTABLE_DEFAULT_ERROR)
-    }
-
-    /// Prepares the buffer for access by the CPU in direction `dir` (`begin_cpu_access`).
-    fn begin_cpu_access(
-        _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
-        _dir: DataDirection,
-    ) -> Result {
-        build_error!(VTABLE_DEFAULT_ERROR)
-    }
-
-    /// Ends an access by the CPU in direction `dir` (`end_cpu_access`).
-    fn end_cpu_access(
-        _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
-        _dir: DataDirection,
-    ) -> Result {
-        build_error!(VTABLE_DEFAULT_ERROR)
-    }
-}
 
 /// A dma-buf (`struct dma_buf`).
 ///
@@ -152,36 +67,6 @@ unsafe impl AlwaysRefCounted for DmaBuf {
 }
 
 impl DmaBuf {
-    /// Exports `data`, a buffer of `size` bytes, as a new dma-buf (`dma_buf_export()`).
-    ///
-    /// `flags` are the flags of the dma-buf's file, for example `O_RDWR`. If the export fails,
-    /// `data` is dropped.
-    pub fn export<T: Exporter>(data: T::Ptr, size: usize, flags: u32) -> Result<ARef<Self>> {
-        let ptr = data.into_foreign();
-        let info = bindings::dma_buf_export_info {
-            exp_name: <T::OwnerModule as crate::ModuleMetadata>::NAME.as_char_ptr(),
-            owner: this_module::<T::OwnerModule>().as_ptr(),
-            ops: &ExporterVTable::<T>::VTABLE,
-            size,
-            flags: flags as c_int,
-            priv_: ptr,
-            ..pin_init::zeroed()
-        };
-        // SAFETY: `info` is a complete export info, with ops that stay valid (a `static` table)
-        // and the buffer's data in `priv_`, which the dma-buf owns from now on.
-        let buf = match from_err_ptr(unsafe { bindings::dma_buf_export(&info) }) {
-            Ok(buf) => buf,
-            Err(e) => {
-                // SAFETY: The export failed, so `ptr` is still ours, and `release` will never run.
-                drop(unsafe { T::Ptr::from_foreign(ptr) });
-                return Err(e);
-            }
-        };
-        // SAFETY: `dma_buf_export()` returned a new dma-buf (never NULL) with one reference, which
-        // the `ARef` takes over.
-        Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(buf.cast())) })
-    }
-
     /// Returns a raw pointer to the dma-buf, for the importer functions of the C API.
     #[inline]
     pub fn as_raw(&self) -> *mut bindings::dma_buf {
@@ -202,9 +87,12 @@ impl DmaBuf {
     }
 }
 
+#[cfg(CONFIG_KUNIT)]
 impl DmaBuf {
     /// Attaches `dev` to the dma-buf and maps the buffer for it (`dma_buf_attach()`,
     /// `dma_buf_map_attachment_unlocked()`), as an importer does.
+    ///
+    /// For the KUnit tests of exporters: Rust importers have no abstraction yet.
     pub fn import<'a>(&'a self, dev: &'a Device<Bound>, dir: DataDirection) -> Result<Import<'a>> {
         if dir == DataDirection::None {
             return Err(EINVAL);
@@ -238,6 +126,7 @@ impl DmaBuf {
 }
 
 /// A dma-buf mapped for DMA by an importing device, unmapped and detached when dropped.
+#[cfg(CONFIG_KUNIT)]
 ///
 /// # Invariants
 ///
@@ -250,6 +139,7 @@ pub struct Import<'a> {
     dir: DataDirection,
 }
 
+#[cfg(CONFIG_KUNIT)]
 impl Import<'_> {
     /// Returns the table the exporter mapped for the device.
     pub fn table(&self) -> &SGTable {
@@ -259,6 +149,7 @@ impl Import<'_> {
     }
 }
 
+#[cfg(CONFIG_KUNIT)]
 impl Drop for Import<'_> {
     fn drop(&mut self) {
         // SAFETY: By the type invariants, `sgt` is the mapping of `attach` with `dir`, and
@@ -271,177 +162,5 @@ impl Drop for Import<'_> {
             );
             bindings::dma_buf_detach(self.buf.as_raw(), self.attach.as_ptr());
         }
-    }
-}
-
-/// The `struct dma_buf_ops` of an [`Exporter`].
-struct ExporterVTable<T: Exporter>(PhantomData<T>);
-
-impl<T: Exporter> ExporterVTable<T> {
-    const VTABLE: bindings::dma_buf_ops = bindings::dma_buf_ops {
-        map_dma_buf: Some(Self::map_dma_buf),
-        unmap_dma_buf: Some(Self::unmap_dma_buf),
-        release: Some(Self::release),
-        mmap: if T::HAS_MMAP { Some(Self::mmap) } else { None },
-        vmap: if T::HAS_VMAP { Some(Self::vmap) } else { None },
-        vunmap: if T::HAS_VUNMAP {
-            Some(Self::vunmap)
-        } else {
-            None
-        },
-        begin_cpu_access: if T::HAS_BEGIN_CPU_ACCESS {
-            Some(Self::begin_cpu_access)
-        } else {
-            None
-        },
-        end_cpu_access: if T::HAS_END_CPU_ACCESS {
-            Some(Self::end_cpu_access)
-        } else {
-            None
-        },
-        ..pin_init::zeroed()
-    };
-
-    /// Converts the direction of a callback; DMA cannot be mapped or synced with `DMA_NONE`.
-    fn direction(dir: bindings::dma_data_direction) -> Result<DataDirection> {
-        match DataDirection::try_from(dir)? {
-            DataDirection::None => Err(EINVAL),
-            dir => Ok(dir),
-        }
-    }
-
-    /// Borrows the buffer's data of a dma-buf of this exporter.
-    ///
-    /// # Safety
-    ///
-    /// `buf` must be a valid dma-buf exported by [`DmaBuf::export::<T>`], that is not released
-    /// for `'a`.
-    unsafe fn data<'a>(buf: *mut bindings::dma_buf) -> <T::Ptr as ForeignOwnable>::Borrowed<'a> {
-        // SAFETY: `priv_` holds the `T::Ptr` given to `export`, which `release` takes back only
-        // once nothing else uses the dma-buf.
-        unsafe { T::Ptr::borrow((*buf).priv_) }
-    }
-
-    /// # Safety
-    ///
-    /// Called by the dma-buf core, with a valid attachment of a dma-buf of this exporter.
-    unsafe extern "C" fn map_dma_buf(
-        attach: *mut bindings::dma_buf_attachment,
-        dir: bindings::dma_data_direction,
-    ) -> *mut bindings::sg_table {
-        let result = (|| {
-            let dir = Self::direction(dir)?;
-            // SAFETY: The attachment is valid during the call, and keeps its dma-buf alive.
-            let data = unsafe { Self::data((*attach).dmabuf) };
-            // SAFETY: The attachment and its device stay valid during the call.
-            let attachment = unsafe { Attachment::from_raw(attach) };
-            T::map(data, attachment, dir)
-        })();
-        match result {
-            Ok(table) => MappedSGTable::into_raw(table),
-            Err(e) => e.to_ptr(),
-        }
-    }
-
-    /// # Safety
-    ///
-    /// Called by the dma-buf core, with a table that `map_dma_buf` returned.
-    unsafe extern "C" fn unmap_dma_buf(
-        _attach: *mut bindings::dma_buf_attachment,
-        sgt: *mut bindings::sg_table,
-        _dir: bindings::dma_data_direction,
-    ) {
-        // SAFETY: `sgt` comes from `MappedSGTable::into_raw` in `map_dma_buf`, and the importer
-        // gives it back.
-        drop(unsafe { MappedSGTable::from_raw(sgt) });
-    }
-
-    /// # Safety
-    ///
-    /// Called by the dma-buf core once, when the last reference to the dma-buf is gone.
-    unsafe extern "C" fn release(buf: *mut bindings::dma_buf) {
-        // SAFETY: `priv_` holds the `T::Ptr` given to `export`, which nothing uses any more.
-        drop(unsafe { T::Ptr::from_foreign((*buf).priv_) });
-    }
-
-    /// # Safety
-    ///
-    /// Called by the dma-buf core, with a valid dma-buf of this exporter and a new VMA.
-    unsafe extern "C" fn mmap(
-        buf: *mut bindings::dma_buf,
-        vma: *mut bindings::vm_area_struct,
-    ) -> c_int {
-        from_result(|| {
-            // SAFETY: The dma-buf is valid during the call.
-            let data = unsafe { Self::data(buf) };
-            // SAFETY: The VMA is being set up by `mmap`, with the mmap write lock held.
-            let vma = unsafe { VmaNew::from_raw(vma) };
-            T::mmap(data, vma)?;
-            Ok(0)
-        })
-    }
-
-    /// # Safety
-    ///
-    /// Called by the dma-buf core, with a valid dma-buf of this exporter and a valid map.
-    unsafe extern "C" fn vmap(buf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) -> c_int {
-        from_result(|| {
-            // SAFETY: The dma-buf is valid during the call.
-            let data = unsafe { Self::data(buf) };
-            let vaddr = T::vmap(data)?;
-            // SAFETY: `map` is valid for writing (`iosys_map_set_vaddr()`).
-            unsafe {
-                map.write(bindings::iosys_map {
-                    is_iomem: false,
-                    __bindgen_anon_1: bindings::iosys_map__bindgen_ty_1 {
-                        vaddr: vaddr.as_ptr(),
-                    },
-                })
-            };
-            Ok(0)
-        })
-    }
-
-    /// # Safety
-    ///
-    /// Called by the dma-buf core, with a map that `vmap` filled.
-    unsafe extern "C" fn vunmap(buf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) {
-        // SAFETY: The dma-buf is valid during the call.
-        let data = unsafe { Self::data(buf) };
-        // SAFETY: `vmap` stored a system memory address in `map`.
-        let vaddr = unsafe { (*map).__bindgen_anon_1.vaddr };
-        if let Some(vaddr) = NonNull::new(vaddr) {
-            T::vunmap(data, vaddr);
-        }
-    }
-
-    /// # Safety
-    ///
-    /// Called by the dma-buf core, with a valid dma-buf of this exporter.
-    unsafe extern "C" fn begin_cpu_access(
-        buf: *mut bindings::dma_buf,
-        dir: bindings::dma_data_direction,
-    ) -> c_int {
-        from_result(|| {
-            // SAFETY: The dma-buf is valid during the call.
-            let data = unsafe { Self::data(buf) };
-            T::begin_cpu_access(data, Self::direction(dir)?)?;
-            Ok(0)
-        })
-    }
-
-    /// # Safety
-    ///
-    /// Called by the dma-buf core, with a valid dma-buf of this exporter.
-    unsafe extern "C" fn end_cpu_access(
-        buf: *mut bindings::dma_buf,
-        dir: bindings::dma_data_direction,
-    ) -> c_int {
-        from_result(|| {
-            // SAFETY: The dma-buf is valid during the call.
-            let data = unsafe { Self::data(buf) };
-            T::end_cpu_access(data, Self::direction(dir)?)?;
-            Ok(0)
-        })
     }
 }

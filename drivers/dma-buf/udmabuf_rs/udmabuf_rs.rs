@@ -28,6 +28,7 @@ use kernel::{
         DmaMask, //
     },
     dma_buf::{
+        exporter::ResvLocked,
         Attachment,
         DmaBuf,
         Exporter, //
@@ -214,12 +215,10 @@ impl MiscDevice for UdmabufFile {
                 }
                 let count = head.count as usize;
                 let len = count.checked_mul(size_of::<CreateItem>()).ok_or(EINVAL)?;
-                let mut reader =
-                    UserSlice::new(UserPtr::from_addr(arg + size_of::<CreateList>()), len).reader();
-                let mut items = KVVec::with_capacity(count, GFP_KERNEL)?;
-                for _ in 0..count {
-                    items.push(reader.read::<CreateItem>()?, GFP_KERNEL)?;
-                }
+                let items: KVVec<CreateItem> =
+                    UserSlice::new(UserPtr::from_addr(arg + size_of::<CreateList>()), len)
+                        .reader()
+                        .read_vec(count, GFP_KERNEL)?;
                 me.create(head.flags, &items)
             }
             _ => Err(ENOTTY),
@@ -274,34 +273,26 @@ fn export(
     } else {
         Accounting::None
     };
-    let mut pages: Option<PinnedPages<LongTerm>> = None;
+    // One array for all the ranges, allocated and charged before the first is pinned.
+    let total = usize::try_from(pgcnt).map_err(|_| EINVAL)?;
+    let mut pins = PinnedPages::pin_fd_ranges(total, PinFlags::WRITE, accounting)?;
     for item in items {
         let file = open(item)?;
         check_memfd(&file)?;
         // A range must end within i_size, not just within the file's last page, which
         // pin_user_pages_fd() would pin whole: as C udmabuf refuses it.
         let end = item.offset.checked_add(item.size).ok_or(EINVAL)?;
-        if end > file_size(&file) {
+        if end > file.size() {
             return Err(EINVAL);
         }
         let start = usize::try_from(item.offset >> PAGE_SHIFT).map_err(|_| EINVAL)?;
         let nr = usize::try_from(item.size >> PAGE_SHIFT).map_err(|_| EINVAL)?;
         // A write seal added since the check makes the pin fail with EPERM, refused with EINVAL
         // as the check refuses it, as C udmabuf does.
-        let pinned = PinnedPages::pin_user_pages_fd(&file, start, nr, PinFlags::WRITE, accounting)
+        pins.pin(&file, start, nr)
             .map_err(|e| if e == EPERM { EINVAL } else { e })?;
-        match pages.as_mut() {
-            None => {
-                // One array for all the ranges of the buffer.
-                let mut all = pinned;
-                let total = usize::try_from(pgcnt).map_err(|_| EINVAL)?;
-                all.reserve(total - nr)?;
-                pages = Some(all);
-            }
-            Some(pages) => pages.append(pinned)?,
-        }
     }
-    let pages = pages.ok_or(EINVAL)?;
+    let pages = pins.finish()?;
     let size = pages.len().checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
 
     let buffer = KBox::pin_init(
@@ -318,10 +309,8 @@ fn export(
 /// Checks that `file` is a memfd that cannot shrink and takes writes, and that it is open for
 /// reading and writing, as the C driver does.
 fn check_memfd(file: &LocalFile) -> Result {
-    // SAFETY: `file` is a valid file.
-    let seals = unsafe { bindings::memfd_fcntl(file.as_ptr(), uapi::F_GET_SEALS, 0) };
     // Neither shmem nor hugetlbfs.
-    let seals = u32::try_from(seals).map_err(|_| EBADFD)?;
+    let seals = file.memfd_seals().ok_or(EBADFD)?;
     if seals & uapi::F_SEAL_SHRINK == 0
         || seals & (uapi::F_SEAL_WRITE | uapi::F_SEAL_FUTURE_WRITE) != 0
     {
@@ -333,14 +322,6 @@ fn check_memfd(file: &LocalFile) -> Result {
         return Err(EACCES);
     }
     Ok(())
-}
-
-/// The size of `file` in bytes.
-fn file_size(file: &LocalFile) -> u64 {
-    // SAFETY: `file` is a valid file, so `f_inode` is its inode, which lives as long as the file.
-    let size = unsafe { bindings::i_size_read((*file.as_ptr()).f_inode) };
-    // `i_size` is never negative.
-    size as u64
 }
 
 /// A buffer: the pinned pages of its memfd ranges, in order.
@@ -359,19 +340,12 @@ struct Udmabuf {
 impl Udmabuf {
     /// Maps the pages for `dev`; the importer calls are not synchronised with the CPU.
     fn map_for(&self, dev: &Device, dir: DataDirection) -> Result<KBox<MappedSGTable>> {
+        let runs = self.pages.folio_runs(0..self.pages.len()).ok_or(EINVAL)?;
         // SAFETY: The pages are pinned until the dma-buf is released, which cannot happen while
         // a table is mapped: an importer unmaps before it detaches, and the CPU table is dropped
         // before the pins. `dev` is the misc device, which outlives every buffer (the module owns
         // it and the dma-buf holds a reference to the module), or an attached device.
-        unsafe {
-            MappedSGTable::new(
-                dev,
-                self.pages.iter(),
-                dir,
-                DMA_ATTR_SKIP_CPU_SYNC,
-                GFP_KERNEL,
-            )
-        }
+        unsafe { MappedSGTable::new(dev, runs, dir, DMA_ATTR_SKIP_CPU_SYNC, GFP_KERNEL) }
     }
 }
 
@@ -383,6 +357,7 @@ impl Exporter for Udmabuf {
         buf: Pin<&Self>,
         attachment: &Attachment,
         dir: DataDirection,
+        _locked: &ResvLocked<'_>,
     ) -> Result<KBox<MappedSGTable>> {
         buf.map_for(attachment.device(), dir)
     }
@@ -425,7 +400,7 @@ impl Exporter for Udmabuf {
         Ok(())
     }
 
-    fn vmap(buf: Pin<&Self>) -> Result<NonNull<c_void>> {
+    fn vmap(buf: Pin<&Self>, _locked: &ResvLocked<'_>) -> Result<NonNull<c_void>> {
         let pages = buf.pages.as_raw_pages();
         let count = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
         // SAFETY: `pages` holds `count` pinned pages, which stay pinned until `vunmap`: the
@@ -440,7 +415,7 @@ impl Exporter for Udmabuf {
         NonNull::new(vaddr).ok_or(EINVAL)
     }
 
-    fn vunmap(buf: Pin<&Self>, vaddr: NonNull<c_void>) {
+    fn vunmap(buf: Pin<&Self>, vaddr: NonNull<c_void>, _locked: &ResvLocked<'_>) {
         // SAFETY: `vaddr` was returned by `vm_map_ram()` in `vmap`, for all the pages.
         unsafe { bindings::vm_unmap_ram(vaddr.as_ptr(), buf.pages.len() as u32) };
     }
@@ -467,6 +442,9 @@ mod tests {
     use super::*;
     use kernel::{
         device::Bound,
+        page::BorrowedPage,
+        scatterlist::SGTable,
+        sizes::SZ_2M,
         error::{
             from_err_ptr,
             to_result, //
@@ -562,11 +540,90 @@ mod tests {
         }
         assert!(vmap_shows(&buf, 2, 7)?);
 
-        let mapped: u64 = {
-            let import = buf.import(bound, DataDirection::Bidirectional)?;
-            import.table().iter().map(|entry| entry.dma_len()).sum()
+        // The table has one entry per physically contiguous stretch of the buffer's pages.
+        let pin = |file: &File| {
+            PinnedPages::pin_user_pages_fd(file, 0, NR, PinFlags::empty(), Accounting::None)
         };
-        assert_eq!(mapped, (2 * NR * PAGE_SIZE) as u64);
+        let pins = [pin(&files[0])?, pin(&files[1])?];
+        let import = buf.import(bound, DataDirection::Bidirectional)?;
+        assert!(table_maps(import.table(), pins.iter().flat_map(|p| p.iter()))?);
+        Ok(())
+    }
+
+    /// Returns whether `table`, mapped for a device that sees physical addresses (no IOMMU),
+    /// has one entry per physically contiguous stretch of `pages`, in order, as
+    /// `sg_alloc_table_from_pages()` would make them, found here page by page.
+    fn table_maps<'a>(
+        table: &SGTable,
+        pages: impl Iterator<Item = BorrowedPage<'a>>,
+    ) -> Result<bool> {
+        let mut expected: KVec<(u64, u64)> = KVec::new();
+        for page in pages {
+            let addr = (page.pfn() << PAGE_SHIFT) as u64;
+            match expected.last_mut() {
+                Some((start, len)) if *start + *len == addr => *len += PAGE_SIZE as u64,
+                _ => expected.push((addr, PAGE_SIZE as u64), GFP_KERNEL)?,
+            }
+        }
+        let mut entries = table.iter();
+        for (start, len) in expected.iter() {
+            let Some(entry) = entries.next() else {
+                return Ok(false);
+            };
+            if entry.dma_address() != *start || entry.dma_len() != *len {
+                return Ok(false);
+            }
+        }
+        Ok(entries.next().is_none())
+    }
+
+    #[test]
+    fn hugetlb_table_has_an_entry_per_stretch() -> Result {
+        const FOLIOS: usize = 2;
+        let importer = faux::Registration::new(c"udmabuf_rs_kunit_huge", None)?;
+        let bound: &Device<Bound> = importer.as_ref().as_ref();
+        let dev: &Device = bound;
+        // SAFETY: Nothing maps for the new device yet.
+        unsafe { dma::coerce_mask_and_coherent(dev, DmaMask::new::<64>())? };
+        let len = FOLIOS * SZ_2M;
+        // SAFETY: The name is a NUL-terminated string, and the `MFD_*` flags are valid.
+        let file = from_err_ptr(unsafe {
+            bindings::memfd_alloc_file(
+                c"udmabuf_rs".as_char_ptr(),
+                uapi::MFD_ALLOW_SEALING | uapi::MFD_HUGETLB | uapi::MFD_HUGE_2MB,
+            )
+        })?;
+        // SAFETY: `memfd_alloc_file()` returned a new file and its reference, which the `ARef`
+        // takes over; `File` is a transparent wrapper of `struct file`.
+        let file: ARef<File> = unsafe { ARef::from_raw(NonNull::new_unchecked(file.cast())) };
+        // SAFETY: `file` is valid; mode 0 allocates the range, whole huge pages, and extends the
+        // file to cover it.
+        to_result(unsafe { bindings::vfs_fallocate(file.as_ptr(), 0, 0, len as i64) } as c_int)?;
+        // SAFETY: `file` is a valid memfd.
+        let ret =
+            unsafe { bindings::memfd_fcntl(file.as_ptr(), uapi::F_ADD_SEALS, uapi::F_SEAL_SHRINK) };
+        to_result(ret as c_int)?;
+        // Pages 1 to the end, then page 0: a run of 511 pages, one of 512, and one page.
+        let items = [(PAGE_SIZE, len - PAGE_SIZE), (0, PAGE_SIZE)].map(|(offset, size)| {
+            CreateItem {
+                memfd: 0,
+                pad: 0,
+                offset: offset as u64,
+                size: size as u64,
+            }
+        });
+        let memfd: &LocalFile = &file;
+        let buf = export(&dev.into(), &items, |_| Ok(ARef::from(memfd)))?;
+        let pins = PinnedPages::pin_user_pages_fd(
+            &file,
+            0,
+            len / PAGE_SIZE,
+            PinFlags::empty(),
+            Accounting::None,
+        )?;
+        let order = Iterator::chain(1..len / PAGE_SIZE, 0..1);
+        let import = buf.import(bound, DataDirection::Bidirectional)?;
+        assert!(table_maps(import.table(), order.filter_map(|i| pins.page(i)))?);
         Ok(())
     }
 }

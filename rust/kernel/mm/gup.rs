@@ -202,16 +202,16 @@ impl Drop for MemlockCharge {
 ///
 /// # Invariants
 ///
-/// - `pages` is not empty, except in the `other` that [`PinnedPages::append`] empties and drops
-///   before it returns.
+/// - `pages` is not empty, except in an [`FdRangePins`] that is being filled.
 /// - Every entry of `pages` is a page on which this object holds one pin, taken with `FOLL_PIN`
 ///   and `T::GUP_FLAGS` (or by `pin_user_pages_fd()` for [`LongTerm`] pins), or the shared zero
 ///   page, which GUP lends without a pin and `unpin_user_pages()` skips.
 /// - The pins are released only by [`Drop`].
 /// - If `dirty`, every pin was taken with [`PinFlags::WRITE`]: no entry is the zero page, which
 ///   GUP never lends for writing.
-/// - `charge` is empty, or the `RLIMIT_MEMLOCK` charge for pages of `pages`. It is returned after
-///   they are unpinned: fields are dropped after [`Drop::drop`] has run.
+/// - `charge` is empty, or the `RLIMIT_MEMLOCK` charge for pages of `pages` (in an
+///   [`FdRangePins`], for the pages it is to hold). It is returned after they are unpinned: fields
+///   are dropped after [`Drop::drop`] has run.
 pub struct PinnedPages<T: PinTerm> {
     pages: KVVec<NonNull<bindings::page>>,
     /// Mark the pages dirty when unpinning them.
@@ -231,11 +231,14 @@ unsafe impl<T: PinTerm> Sync for PinnedPages<T> {}
 
 impl<T: PinTerm> PinnedPages<T> {
     /// Allocates room for `nr_pages` page pointers.
+    ///
+    /// The number comes from the caller's user: an array too large to allocate fails with
+    /// [`ENOMEM`], without the warning `kvmalloc()` gives for more than `INT_MAX` bytes.
     fn alloc(nr_pages: usize) -> Result<KVVec<NonNull<bindings::page>>> {
         if nr_pages == 0 {
             return Err(EINVAL);
         }
-        Ok(KVVec::with_capacity(nr_pages, GFP_KERNEL)?)
+        Ok(KVVec::with_capacity(nr_pages, GFP_KERNEL | __GFP_NOWARN)?)
     }
 
     /// The array a GUP call fills, as C sees it.
@@ -412,38 +415,6 @@ impl<T: PinTerm> PinnedPages<T> {
         })
     }
 
-    /// Makes room for `additional` more pages, so that [`PinnedPages::append`] does not have to
-    /// grow the array.
-    pub fn reserve(&mut self, additional: usize) -> Result {
-        Ok(self.pages.reserve(additional, GFP_KERNEL)?)
-    }
-
-    /// Moves the pins of `other` and their charge to the end of `self`, so that one object holds
-    /// the pages of several ranges, in order.
-    ///
-    /// If memory for the longer array cannot be allocated, if one was pinned with
-    /// [`PinFlags::WRITE`] and the other without ([`EINVAL`]: pages pinned read-only must not be
-    /// dirtied), or if both are charged but to different users or processes ([`EINVAL`]),
-    /// `other` is dropped: its pins are released and its charge returned, and `self` is
-    /// unchanged.
-    pub fn append(&mut self, mut other: Self) -> Result {
-        if self.dirty != other.dirty {
-            return Err(EINVAL);
-        }
-        self.pages.reserve(other.pages.len(), GFP_KERNEL)?;
-        // SAFETY: By the type invariants, both charges are empty or charges for pins of their
-        // objects, and nobody else returns them.
-        to_result(unsafe {
-            bindings::pin_fd_account_merge(&mut self.charge.0, &mut other.charge.0)
-        })?;
-        // Cannot fail: the room is reserved.
-        self.pages.extend_from_slice(&other.pages, GFP_KERNEL)?;
-        // INVARIANT: The pins of `other`, taken with the same flags as those of `self`, and their
-        // charge now belong to `self`: leave nothing for `other` to unpin or return.
-        other.pages.clear();
-        Ok(())
-    }
-
     /// Returns the pinned pages as the array of `struct page` pointers that C functions such as
     /// `vm_map_ram()` take. The pages stay pinned while the array is borrowed.
     #[inline]
@@ -502,6 +473,109 @@ impl PinnedPages<LongTerm> {
     }
 }
 
+impl PinnedPages<LongTerm> {
+    /// Starts pinning `nr_pages` pages of files into one object, in ranges that
+    /// [`FdRangePins::pin`] adds in order, for example the memfd ranges of a dma-buf.
+    ///
+    /// The array for all the pages is allocated, and with [`Accounting::Memlock`] all of them are
+    /// charged, before anything is pinned: a request over the caller's `RLIMIT_MEMLOCK` fails at
+    /// once with [`ENOMEM`], however large. Returns [`EINVAL`] if `nr_pages` is zero.
+    pub fn pin_fd_ranges(
+        nr_pages: usize,
+        flags: PinFlags,
+        accounting: Accounting,
+    ) -> Result<FdRangePins> {
+        if nr_pages == 0 {
+            return Err(EINVAL);
+        }
+        let mut charge = MemlockCharge::empty();
+        if accounting == Accounting::Memlock {
+            // SAFETY: `charge` is an empty charge, which the call fills on success only.
+            to_result(unsafe { bindings::pin_fd_account_charge(&mut charge.0, nr_pages) })?;
+        }
+        let pages = Self::alloc(nr_pages)?;
+        // INVARIANT: The array has room for `nr_pages` pages and holds none yet, `dirty` is false
+        // and `charge` is empty or the charge for `nr_pages` pages.
+        Ok(FdRangePins {
+            pins: Self {
+                pages,
+                dirty: false,
+                charge,
+                _term: PhantomData,
+            },
+            nr_pages,
+            flags,
+        })
+    }
+}
+
+/// Long-term pins of ranges of files being gathered into one [`PinnedPages`], from
+/// [`PinnedPages::pin_fd_ranges`].
+///
+/// Dropping it, or a failed [`FdRangePins::pin`], releases the pages pinned so far, clean since
+/// nothing can have written to them through the pins yet, and returns the charge.
+///
+/// # Invariants
+///
+/// `pins.pages` has room for `nr_pages` pages, `pins.dirty` is false, and `pins.charge` is empty or
+/// the charge for `nr_pages` pages. Every page in `pins.pages` was pinned with `flags`.
+pub struct FdRangePins {
+    pins: PinnedPages<LongTerm>,
+    nr_pages: usize,
+    flags: PinFlags,
+}
+
+impl FdRangePins {
+    /// Pins `nr_pages` pages of `file` from page `start` on, after the pages pinned so far
+    /// ([`PinnedPages::pin_user_pages_fd`], with its errors and permission checks, and with the
+    /// flags given to [`PinnedPages::pin_fd_ranges`]).
+    ///
+    /// Returns [`EINVAL`] if `nr_pages` is zero or more than the pages left to pin. On failure,
+    /// nothing of this range is left pinned; the earlier ranges stay.
+    pub fn pin(&mut self, file: &LocalFile, start: usize, nr_pages: usize) -> Result {
+        let len = self.pins.pages.len();
+        if nr_pages == 0 || nr_pages > self.nr_pages - len {
+            return Err(EINVAL);
+        }
+        // SAFETY: `file` is a valid file for the duration of the call, the array has room for
+        // `nr_pages` page pointers after its `len` entries (type invariants), and the flags are
+        // valid `PIN_FD_*` flags without `PIN_FD_ACCOUNT`, hence a NULL charge.
+        let ret = unsafe {
+            bindings::pin_user_pages_fd(
+                file.as_ptr(),
+                start,
+                nr_pages,
+                self.flags.pin_fd_flags(),
+                PinnedPages::<LongTerm>::array(&mut self.pins.pages).add(len),
+                core::ptr::null_mut(),
+            )
+        };
+        let pinned = usize::try_from(ret).map_err(|_| Error::from_errno(ret as c_int))?;
+        // `pin_user_pages_fd()` pins all the pages or none.
+        if pinned != nr_pages {
+            return Err(EFAULT);
+        }
+        // SAFETY: The call stored `nr_pages` page pointers, none of them NULL, after the first
+        // `len` entries, within the capacity.
+        // INVARIANT: The new entries are long-term pins taken with `self.flags`, which `self.pins`
+        // releases.
+        unsafe { self.pins.pages.inc_len(nr_pages) };
+        Ok(())
+    }
+
+    /// Returns the pins once every page is pinned, or [`EINVAL`] (and releases them) if pages
+    /// are left.
+    pub fn finish(mut self) -> Result<PinnedPages<LongTerm>> {
+        if self.pins.pages.len() != self.nr_pages {
+            return Err(EINVAL);
+        }
+        // INVARIANT: The array is full and not empty, and `charge` is the charge for its pages.
+        // Pins taken for writing are released dirty.
+        self.pins.dirty = self.flags.contains(PinFlags::WRITE);
+        Ok(self.pins)
+    }
+}
+
 impl<T: PinTerm> Drop for PinnedPages<T> {
     fn drop(&mut self) {
         // Say so in every drop, not only when a page is still clean or the array is vmalloc'ed.
@@ -556,6 +630,7 @@ impl<'a> FolioRun<'a> {
 ///
 /// Every entry of `pages` is a page pinned by the [`PinnedPages`] borrowed for `'a`, or the zero
 /// page.
+#[derive(Clone)]
 pub struct FolioRuns<'a> {
     pages: &'a [NonNull<bindings::page>],
 }
@@ -923,17 +998,13 @@ mod tests {
         };
         // The last HALF pages of the first folio and the first HALF of the second, twice in one
         // array: the second copy starts a run of its own where it goes back to the first folio.
-        let range = || {
-            PinnedPages::pin_user_pages_fd(
-                &file,
-                per_folio - HALF,
-                2 * HALF,
-                PinFlags::empty(),
-                Accounting::None,
-            )
+        let twice = |start, nr| -> Result<PinnedPages<LongTerm>> {
+            let mut pins = PinnedPages::pin_fd_ranges(2 * nr, PinFlags::empty(), Accounting::None)?;
+            pins.pin(&file, start, nr)?;
+            pins.pin(&file, start, nr)?;
+            pins.finish()
         };
-        let mut pinned = range()?;
-        pinned.append(range()?)?;
+        let pinned = twice(per_folio - HALF, 2 * HALF)?;
         let cases: [(Range<usize>, &[usize]); 4] = [
             (0..2 * HALF, &[HALF, HALF]),
             (0..4 * HALF, &[HALF, HALF, HALF, HALF]),
@@ -964,17 +1035,7 @@ mod tests {
         assert!(pinned.folio_runs(4 * HALF - 1..4 * HALF + 1).is_none());
 
         // Pages of one folio, but the second range is not the next pages of the first: two runs.
-        let range = || {
-            PinnedPages::pin_user_pages_fd(
-                &file,
-                per_folio,
-                HALF,
-                PinFlags::empty(),
-                Accounting::None,
-            )
-        };
-        let mut pinned = range()?;
-        pinned.append(range()?)?;
+        let pinned = twice(per_folio, HALF)?;
         let mut runs = pinned.folio_runs(0..2 * HALF).ok_or(EINVAL)?;
         let (first, second) = (runs.next().ok_or(EINVAL)?, runs.next().ok_or(EINVAL)?);
         assert_eq!((first.nr_pages(), second.nr_pages()), (HALF, HALF));
@@ -1185,17 +1246,34 @@ mod tests {
         };
         // The test's kthread has CAP_IPC_LOCK and no mm, so the charge takes nothing from a quota
         // (the selftests check that), but it is recorded, and must follow the pins.
-        let mut pinned = pin(0, Accounting::Memlock)?;
-        let mut plain = pin(NR, Accounting::None)?;
+        let pinned = pin(0, Accounting::Memlock)?;
+        let plain = pin(NR, Accounting::None)?;
         assert_eq!(pinned.charge.0.nr_pages, NR);
         assert_eq!(plain.charge.0.nr_pages, 0);
+        drop((pinned, plain));
 
-        // Charges move with their pins, into an uncharged object or a charged one.
-        plain.append(pin(2 * NR, Accounting::Memlock)?)?;
-        assert_eq!(plain.charge.0.nr_pages, NR);
-        pinned.append(plain)?;
+        // Ranges pinned into one object are charged together, before the first is pinned.
+        let ranges = |nr| PinnedPages::pin_fd_ranges(nr, PinFlags::empty(), Accounting::Memlock);
+        assert_eq!(ranges(0).err(), Some(EINVAL));
+        let mut pins = ranges(2 * NR)?;
+        assert_eq!(pins.pins.charge.0.nr_pages, 2 * NR);
+        pins.pin(&file, 0, NR)?;
+        // More pages than are left, and a range past the end of the file.
+        assert_eq!(pins.pin(&file, NR, NR + 1), Err(EINVAL));
+        assert_eq!(pins.pin(&file, 3 * NR, 1), Err(EINVAL));
+        assert_eq!(pins.pins.len(), NR);
+        // Unfinished: refused, and the pins go with the charge.
+        let stats = PinStats::now();
+        assert_eq!(pins.finish().err(), Some(EINVAL));
+        assert_eq!(PinStats::now(), stats.plus(0, NR));
+
+        let mut pins = ranges(3 * NR)?;
+        for start in [2 * NR, 0, NR] {
+            pins.pin(&file, start, NR)?;
+        }
+        let pinned = pins.finish()?;
         assert_eq!(pinned.len(), 3 * NR);
-        assert_eq!(pinned.charge.0.nr_pages, 2 * NR);
+        assert_eq!(pinned.charge.0.nr_pages, 3 * NR);
 
         let stats = PinStats::now();
         drop(pinned);

@@ -9,7 +9,10 @@
  * and counts far past it) with random flags, offsets and sizes (page aligned
  * or not, zero, past the end of the memfd, near size_limit_mb, huge,
  * overflowing), on memfds sealed as required or not (shmem with data, holes
- * or fallocated pages, hugetlb), on other files and on bad fd numbers; the
+ * or fallocated pages, hugetlb), on other files and on bad fd numbers; on
+ * sparse memfds larger than 4 GiB, ranges of a few pages with offsets and
+ * ends past 4 GiB, and sizes just past 4 GiB, which a driver that cut an
+ * offset or a size to 32 bits would map elsewhere or accept; the
  * argument at NULL, bad, PROT_NONE or unmapped addresses or running into
  * them; and unknown ioctl numbers. About half of the inputs start valid, with
  * at most one field changed.
@@ -61,9 +64,19 @@
 #define PROGRESS_EVERY	2000
 /*
  * Both drivers allocate page arrays for buffers within size_limit_mb before
- * they look at the memfd: keep those below 4 GiB, for any limit.
+ * they look at the memfd: keep those below 4 GiB, for any limit, but for a
+ * few pages more, for the sizes just past 4 GiB tried on sparse memfds.
  */
 #define SAFE_BYTES	(4ULL << 30)
+#define SAFE_EXTRA	64	/* pages */
+/*
+ * Sparse memfds: the generator keeps the ranges it lets the drivers pin
+ * within SPARSE_WIN pages of a mark (0, every 4 GiB, the end), so that the
+ * holes filled stay few; the data is written around the marks.
+ */
+#define SPARSE_WIN	32
+#define SPARSE_DATA	16
+#define MAX_MARKS	6
 
 enum op { OP_CREATE, OP_LIST, OP_OTHER };
 
@@ -86,9 +99,12 @@ static const char * const ptr_names[] = {
 struct file_ent {
 	int fd;
 	bool owned;		/* to close at the end */
-	bool good;		/* a memfd both drivers accept */
+	bool good;		/* a memfd both drivers accept, in good_files[] */
 	__u64 size;		/* for the generator */
 	char name[48];
+	/* A sparse memfd, in sparse_files[] instead: pins stay near its marks. */
+	unsigned int nr_marks;
+	__u64 marks[MAX_MARKS];
 };
 
 struct item {
@@ -111,6 +127,7 @@ struct input {
 
 static struct file_ent files[MAX_FILES];
 static int nr_files, good_files[MAX_FILES], nr_good;
+static int sparse_files[MAX_FILES], nr_sparse;
 static int max_fd, closed_fd;
 static size_t ps;
 static unsigned char *arena, *guard;
@@ -218,6 +235,104 @@ static long hugepage_size(void)
 	return kb * 1024;
 }
 
+/* Byte @i of page @page of a sparse memfd: each page its own. */
+static unsigned char sparse_byte(__u64 page, size_t i)
+{
+	return (unsigned char)((page * 0x9e3779b97f4a7c15ULL >> 56) + i * 7);
+}
+
+/* Writes pages [@from, @to) of the sparse memfd @fd, through @huge pages if not 0. */
+static int fill_sparse(int fd, __u64 from, __u64 to, long huge)
+{
+	size_t len = huge ? huge : ps;
+	unsigned char *p;
+	__u64 off;
+	size_t i;
+
+	if (huge) {
+		from = from * ps / huge * huge / ps;
+		to = (to * ps + huge - 1) / huge * huge / ps;
+	}
+	for (off = from * ps; off < to * ps; off += len) {
+		p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED, fd, off);
+		if (p == MAP_FAILED)
+			return -1;
+		for (i = 0; i < len; i++)
+			p[i] = sparse_byte((off + i) / ps, i % ps);
+		munmap(p, len);
+	}
+	return 0;
+}
+
+/*
+ * Adds a sealed memfd of @size bytes, more than 4 GiB, with data around its
+ * marks, 0, every 4 GiB and the end, and holes elsewhere; through whole
+ * huge pages if @huge is not 0, so that the ranges near the marks need no
+ * more of them.
+ */
+static int add_sparse(const char *name, unsigned int mfd_flags, __u64 size, long huge)
+{
+	int fd = memfd_create("udmabuf-fuzz", MFD_ALLOW_SEALING | mfd_flags), i;
+	__u64 marks[MAX_MARKS], mark, np = size / ps;
+	unsigned int m, nr = 0;
+
+	if (fd < 0)
+		return -1;
+	for (mark = 0; mark < size && nr < MAX_MARKS - 1; mark += 1ULL << 32)
+		marks[nr++] = mark;
+	marks[nr++] = size;
+	if (ftruncate(fd, size))
+		goto err;
+	for (m = 0; m < nr; m++) {
+		__u64 page = marks[m] / ps;
+
+		if (fill_sparse(fd, page > SPARSE_DATA ? page - SPARSE_DATA : 0,
+				page + SPARSE_DATA < np ? page + SPARSE_DATA : np, huge))
+			goto err;
+	}
+	if (fcntl(fd, F_ADD_SEALS, F_SEAL_SHRINK))
+		goto err;
+	i = add_file(fd, true, false, size, name);
+	if (i < 0)
+		return -1;
+	memcpy(files[i].marks, marks, sizeof(marks));
+	files[i].nr_marks = nr;
+	sparse_files[nr_sparse++] = i;
+	return i;
+err:
+	close(fd);
+	return -1;
+}
+
+/* The sparse memfd whose fd is @fd, or NULL. */
+static const struct file_ent *sparse_file(__u32 fd)
+{
+	for (int i = 0; i < nr_sparse; i++)
+		if ((__u32)files[sparse_files[i]].fd == fd)
+			return &files[sparse_files[i]];
+	return NULL;
+}
+
+/* Whether [@off, @off + @size) is within SPARSE_WIN pages of a mark of @f. */
+static bool near_marks(const struct file_ent *f, __u64 off, __u64 size)
+{
+	__u64 win = SPARSE_WIN * ps, lo = 0, hi = 0;
+
+	/* The windows around the marks, merged where they touch. */
+	for (unsigned int m = 0; m < f->nr_marks; m++) {
+		__u64 from = f->marks[m] > win ? f->marks[m] - win : 0;
+		__u64 to = f->marks[m] + win < f->size ? f->marks[m] + win : f->size;
+
+		if (from > hi) {
+			if (off >= lo && off + size <= hi)
+				return true;
+			lo = from;
+		}
+		hi = to;
+	}
+	return off >= lo && off + size <= hi;
+}
+
 static void setup_files(int dev_rs, int dev_c)
 {
 	const unsigned int seal = MFD_ALLOW_SEALING;
@@ -298,6 +413,15 @@ static void setup_files(int dev_rs, int dev_c)
 	c = (struct udmabuf_create){ .memfd = files[data].fd, .size = ps };
 	buf = ioctl(dev_c, UDMABUF_CREATE, &c);
 	add_file(buf, true, false, ps, "dma-buf");
+
+	/* Past 4 GiB, with holes: last, so that the other files keep their numbers. */
+	if (add_sparse("shmem, sparse, 4 GiB + 64 pages", 0, (4ULL << 30) + 64 * ps, 0) < 0 ||
+	    add_sparse("shmem, sparse, 16 GiB + 16 pages", 0, (16ULL << 30) + 16 * ps, 0) < 0)
+		ksft_print_msg("sparse shmem memfd: %s\n", strerror(errno));
+	if (huge > 0 && huge <= 4 << 20 &&
+	    add_sparse("hugetlb, sparse, 4 GiB + 1 huge page", MFD_HUGETLB, (4ULL << 30) + huge,
+		       huge) < 0)
+		ksft_print_msg("no 3 free huge pages: sparse hugetlb memfd not tested\n");
 
 	/* A free fd number, far above the ones the test allocates. */
 	for (closed_fd = 1000; fcntl(closed_fd, F_GETFD) != -1; closed_fd++)
@@ -574,6 +698,67 @@ static void gen_valid_item(struct item *it, unsigned int count)
 	it->it.size = (1 + below(max)) * ps;
 }
 
+/*
+ * A range of a few pages of a sparse memfd within SPARSE_WIN pages of one
+ * of its marks, which both drivers accept; unless @valid, with one field
+ * changed so that it only differs from such a range, or from a range near
+ * another mark, above bit 31: past the end, 4 GiB further, 4 GiB longer.
+ */
+static void gen_sparse_item(struct item *it, bool valid)
+{
+	const struct file_ent *f;
+	__u64 mark, lo, hi, room;
+
+	it->file = sparse_files[below(nr_sparse)];
+	f = &files[it->file];
+	it->it.memfd = f->fd;
+	mark = f->marks[below(f->nr_marks)];
+	lo = mark > SPARSE_WIN * ps ? mark - SPARSE_WIN * ps : 0;
+	hi = mark + SPARSE_WIN * ps < f->size ? mark + SPARSE_WIN * ps : f->size;
+	/* Page aligned, in [lo, hi), and at most 8 pages. */
+	it->it.offset = (lo + below(hi - lo)) / ps * ps;
+	room = (hi - it->it.offset) / ps;
+	it->it.size = (1 + below(room < 8 ? room : 8)) * ps;
+	if (valid)
+		return;
+
+	switch (below(8)) {
+	case 0:
+		/* Another mark's data, for a driver that drops bits 32 and up. */
+		it->it.offset += (1 + below(4)) << 32;
+		break;
+	case 1:
+		if (it->it.offset >= 1ULL << 32)
+			it->it.offset -= 1ULL << 32;
+		else
+			it->it.offset |= 1ULL << (32 + below(16));
+		break;
+	case 2:
+		/* Past the end, or not, by 4 GiB; the same size in 32 bits. */
+		it->it.size += 1ULL << 32;
+		break;
+	case 3:
+		/* Ends in the page past the end. */
+		it->it.offset = f->size - it->it.size + ps;
+		break;
+	case 4:
+		it->it.offset = f->size + below(4) * ps;
+		break;
+	case 5:
+		it->it.offset += 1 + below(ps - 1);
+		break;
+	case 6:
+		it->it.size += 1 + below(ps - 1);
+		break;
+	default:
+		/* Crosses the next multiple of 4 GiB; past the end for the last. */
+		it->it.offset = ((it->it.offset >> 32) + 1) << 32;
+		it->it.offset -= below(4) * ps;
+		it->it.size = (1 + below(8)) * ps;
+		break;
+	}
+}
+
 /* Changes one field of a valid input. */
 static void mutate(struct input *in)
 {
@@ -629,7 +814,9 @@ static void gen_input(struct input *in)
 	for (i = 0; i < in->nitems; i++) {
 		struct item *it = &in->items[i];
 
-		if (valid) {
+		if (nr_sparse && chance(10)) {
+			gen_sparse_item(it, valid);
+		} else if (valid) {
 			gen_valid_item(it, in->nitems);
 		} else {
 			gen_fd(it);
@@ -649,8 +836,9 @@ static void gen_input(struct input *in)
 }
 
 /*
- * Whether @in passes size_limit_mb with more than SAFE_BYTES, which would
- * have the drivers allocate large page arrays before failing.
+ * Whether @in passes size_limit_mb with more than SAFE_BYTES (and a few
+ * pages), which would have the drivers allocate large page arrays before
+ * failing.
  */
 static bool too_big(const struct input *in)
 {
@@ -670,7 +858,33 @@ static bool too_big(const struct input *in)
 		if (pages > pglimit)
 			return false;
 	}
-	return pages > SAFE_BYTES / ps;
+	return pages > SAFE_BYTES / ps + SAFE_EXTRA;
+}
+
+/*
+ * Whether @in lets the drivers pin a range of a sparse memfd that is not
+ * near its marks: filling its holes could take all memory. Conservative:
+ * it counts every item, also those after one that fails.
+ */
+static bool fills_holes(const struct input *in)
+{
+	unsigned int i, n = in->op == OP_CREATE ? 1 : in->count;
+
+	if (in->op == OP_OTHER || (in->op == OP_LIST && in->count > list_limit))
+		return false;
+	if (n > in->nitems)
+		n = in->nitems;
+	for (i = 0; i < n; i++) {
+		const struct udmabuf_create_item *it = &in->items[i].it;
+		const struct file_ent *f = sparse_file(it->memfd);
+
+		if (!f || !it->size || (it->offset | it->size) & (ps - 1) ||
+		    it->offset + it->size < it->offset || it->offset + it->size > f->size)
+			continue;
+		if (!near_marks(f, it->offset, it->size))
+			return true;
+	}
+	return false;
 }
 
 /* Writes the argument of @in to the arena and returns its address. */
@@ -967,9 +1181,9 @@ int main(int argc, char **argv)
 		}
 		/* Each iteration has its own stream, to be replayed alone. */
 		rng = seed ^ (iter + 1) * 0xd1b54a32d192ed03ULL;
-		do
+		do {
 			gen_input(&cur);
-		while (too_big(&cur));
+		} while (too_big(&cur) || fills_holes(&cur));
 
 		arg = lay_out(&cur);
 		unmap = cur.ptr == PTR_UNMAPPED || cur.ptr == PTR_CROSS_UNMAPPED;

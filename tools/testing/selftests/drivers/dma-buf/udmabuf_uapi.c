@@ -5,9 +5,11 @@
  * (separated by spaces). Each bad input must fail with the errno of the C
  * driver; data written through the memfd before the buffer exists (when the
  * pins may migrate the pages, out of ZONE_MOVABLE with movablecore=) and
- * after must read back through the dma-buf's mmap, with CPU access syncs;
- * and the pins must balance once the buffers are gone, also when the
- * process holding them is killed. With <module>.account_memlock=1 on the
+ * after must read back through the dma-buf's mmap, with CPU access syncs,
+ * also from threads syncing at once, and after mremap(), fork() and a
+ * partial munmap(); and the pins must balance once the buffers are gone,
+ * also when the process holding them, or one filling the holes of a huge
+ * sparse memfd, is killed. With <module>.account_memlock=1 on the
  * command line (udmabuf_rs), buffers must be charged to their creator's
  * RLIMIT_MEMLOCK until they are released; without it, never. The pin
  * counters are system-wide: run the test alone.
@@ -16,12 +18,14 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdbool.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
@@ -490,6 +494,726 @@ TEST_F(udmabuf, killed_holder)
 	}
 }
 
+/* DMA_BUF_IOCTL_SYNC with @flags on @buf: 0 or -errno. */
+static int buf_sync(int buf, __u64 flags)
+{
+	struct dma_buf_sync sync = { .flags = flags };
+
+	return ioctl(buf, DMA_BUF_IOCTL_SYNC, &sync) ? -errno : 0;
+}
+
+/* Bytes [@from, @to) of @p filled as fill() fills a mapping from @p on. */
+static void fill_range(unsigned char *p, size_t from, size_t to, unsigned int seed)
+{
+	for (size_t i = from; i < to; i++)
+		p[i] = (unsigned char)(i * 7 + seed + i / 4096);
+}
+
+static bool same_range(const unsigned char *p, size_t from, size_t to, unsigned int seed)
+{
+	for (size_t i = from; i < to; i++)
+		if (p[i] != (unsigned char)(i * 7 + seed + i / 4096))
+			return false;
+	return true;
+}
+
+/* A sealed memfd of @size bytes, filled by fill() with @seed. */
+static int memfd_filled(size_t size, unsigned int seed)
+{
+	int memfd = memfd_sized(size, F_SEAL_SHRINK, false);
+	unsigned char *p;
+
+	if (memfd < 0)
+		return -1;
+	p = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+	if (p == MAP_FAILED) {
+		close(memfd);
+		return -1;
+	}
+	fill(p, size, seed);
+	munmap(p, size);
+	return memfd;
+}
+
+/* Whether bytes [@from, @to) of @memfd hold what fill() writes with @seed. */
+static bool memfd_holds(int memfd, size_t size, size_t from, size_t to, unsigned int seed)
+{
+	unsigned char *p = mmap(NULL, size, PROT_READ, MAP_SHARED, memfd, 0);
+	bool ok;
+
+	if (p == MAP_FAILED)
+		return false;
+	ok = same_range(p, from, to, seed);
+	munmap(p, size);
+	return ok;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+#define DMA_API_DIR	"/sys/kernel/debug/dma-api"
+
+/*
+ * The live DMA mappings of the misc device of @dev (named as its node) that
+ * CONFIG_DMA_API_DEBUG lists in its dump, one line each ("misc udmabuf
+ * scatter-gather idx ..."), or -1 if the dump cannot tell: no such file
+ * (no CONFIG_DMA_API_DEBUG, debugfs or root), or the checks disabled.
+ */
+static long dma_api_mappings(const char *dev)
+{
+	const char *name = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
+	char line[512], drv[64], devname[64], disabled = 'Y';
+	long n = 0;
+	FILE *f;
+
+	f = fopen(DMA_API_DIR "/disabled", "r");
+	if (!f)
+		return -1;
+	if (fscanf(f, " %c", &disabled) != 1)
+		disabled = 'Y';
+	fclose(f);
+	if (disabled != 'N')
+		return -1;
+	f = fopen(DMA_API_DIR "/dump", "r");
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (sscanf(line, "%63s %63s", drv, devname) == 2 && !strcmp(devname, name))
+			n++;
+	fclose(f);
+	return n;
+}
+
+#define SYNC_THREADS	4
+#define SYNC_ROUNDS	128
+#define SYNC_REPEAT	8
+
+struct syncer {
+	pthread_barrier_t *start;
+	int buf;
+	unsigned char *map;	/* the whole buffer; this thread uses its page */
+	size_t page;
+	int idx;
+	unsigned int seed;	/* of what the page holds before the round */
+	int err;		/* the first failed sync, -errno */
+	bool bad_data;
+};
+
+/*
+ * Syncs @s->buf in one direction, SYNC_REPEAT times, right after the other
+ * threads are released: reads its own page of the buffer if the direction
+ * reads, and writes it if it writes.
+ */
+static void *syncer(void *arg)
+{
+	static const __u64 dirs[] = {
+		DMA_BUF_SYNC_READ, DMA_BUF_SYNC_WRITE, DMA_BUF_SYNC_RW,
+	};
+	struct syncer *s = arg;
+	__u64 dir = dirs[s->idx % 3];
+	size_t from = s->idx * s->page, to = from + s->page;
+	unsigned int seed = s->seed;
+
+	pthread_barrier_wait(s->start);
+	for (int i = 0; i < SYNC_REPEAT; i++) {
+		int ret = buf_sync(s->buf, DMA_BUF_SYNC_START | dir);
+
+		if (ret && !s->err)
+			s->err = ret;
+		if ((dir & DMA_BUF_SYNC_READ) && !same_range(s->map, from, to, seed))
+			s->bad_data = true;
+		if (dir & DMA_BUF_SYNC_WRITE) {
+			seed = s->seed + 1 + i;
+			fill_range(s->map, from, to, seed);
+		}
+		ret = buf_sync(s->buf, DMA_BUF_SYNC_END | dir);
+		if (ret && !s->err)
+			s->err = ret;
+	}
+	/* What the page holds now. */
+	s->seed = seed;
+	return NULL;
+}
+
+/*
+ * Threads sync the same buffer at once, in every direction, each round on a
+ * new buffer, so that the first DMA_BUF_SYNC_START of each, which makes the
+ * table the driver keeps for CPU access, races with others. Every sync must
+ * succeed and every page read what was last written to it, through the
+ * buffer or the memfd. Two first starts that each make a table leak one,
+ * with its DMA mapping of the device: with CONFIG_DMA_API_DEBUG, no mapping
+ * of the device may be left once the buffers are closed.
+ */
+TEST_F_TIMEOUT(udmabuf, sync_concurrent, 300)
+{
+	size_t size = SYNC_THREADS * self->page;
+
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d];
+		long base = pins_settled(), before = dma_api_mappings(name), after;
+		struct syncer s[SYNC_THREADS];
+		pthread_t th[SYNC_THREADS];
+		pthread_barrier_t start;
+		int memfd, buf, round;
+		unsigned char *map;
+
+		memfd = memfd_sized(size, F_SEAL_SHRINK, false);
+		ASSERT_LE(0, memfd);
+		for (round = 0; round < SYNC_ROUNDS; round++) {
+			unsigned int seed = round * 16;
+			bool ok = true;
+			int i;
+
+			/* What the threads find; they write seed + 1 to seed + SYNC_REPEAT. */
+			map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+			ASSERT_NE(MAP_FAILED, map);
+			fill(map, size, seed);
+			munmap(map, size);
+			buf = create(self->dev[d], memfd, 0, size);
+			ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
+			map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
+			ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+			ASSERT_EQ(0, pthread_barrier_init(&start, NULL, SYNC_THREADS));
+			for (i = 0; i < SYNC_THREADS; i++) {
+				s[i] = (struct syncer){
+					.start = &start, .buf = buf, .map = map,
+					.page = self->page, .idx = i, .seed = seed,
+				};
+				ASSERT_EQ(0, pthread_create(&th[i], NULL, syncer, &s[i]));
+			}
+			for (i = 0; i < SYNC_THREADS; i++) {
+				pthread_join(th[i], NULL);
+				EXPECT_EQ(0, s[i].err) TH_LOG("%s: round %d, thread %d: sync: %s",
+							      name, round, i, strerror(-s[i].err));
+				EXPECT_FALSE(s[i].bad_data) TH_LOG("%s: round %d, thread %d: data",
+								   name, round, i);
+				ok &= !s[i].err && !s[i].bad_data;
+			}
+			pthread_barrier_destroy(&start);
+			munmap(map, size);
+			close(buf);
+			/* The writes through the buffer reached the memfd. */
+			for (i = 0; i < SYNC_THREADS; i++)
+				EXPECT_TRUE(memfd_holds(memfd, size, i * self->page,
+							(i + 1) * self->page, s[i].seed))
+					TH_LOG("%s: round %d, page %d", name, round, i);
+			if (!ok)
+				break;
+		}
+		close(memfd);
+		EXPECT_EQ(base, wait_pins(base, 0)) TH_LOG("%s: pins left", name);
+
+		after = dma_api_mappings(name);
+		if (after < 0) {
+			TH_LOG("%s: no %s/dump (CONFIG_DMA_API_DEBUG, debugfs, root) %s",
+			       name, DMA_API_DIR, "or disabled: leaked mappings not checked");
+			continue;
+		}
+		TH_LOG("%s: DMA mappings of the device: %ld before, %ld after %d rounds",
+		       name, before, after, round);
+		EXPECT_EQ(0, after) TH_LOG("%s: mappings left after every buffer was closed", name);
+	}
+}
+
+/*
+ * DMA_BUF_SYNC_END without a DMA_BUF_SYNC_START before it: the drivers have
+ * no table for CPU access yet, and must both fail the same way, in every
+ * direction (C udmabuf: EINVAL). The buffer works as usual afterwards, and
+ * an end after an end, once the table exists, succeeds on both.
+ */
+TEST_F(udmabuf, sync_end_without_start)
+{
+	static const __u64 dirs[] = {
+		DMA_BUF_SYNC_READ, DMA_BUF_SYNC_WRITE, DMA_BUF_SYNC_RW,
+	};
+	size_t size = 4 * self->page;
+	int first[ARRAY_SIZE(dirs)];
+
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d];
+		long base = pins_settled();
+		int memfd, buf, ret;
+		unsigned char *map;
+
+		memfd = memfd_filled(size, 1);
+		ASSERT_LE(0, memfd);
+		buf = create(self->dev[d], memfd, 0, size);
+		ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
+		map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
+		ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+
+		for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
+			ret = buf_sync(buf, DMA_BUF_SYNC_END | dirs[i]);
+			EXPECT_EQ(-EINVAL, ret) TH_LOG("%s: end 0x%llx without start: %s", name,
+						       (unsigned long long)dirs[i], strerror(-ret));
+			if (!d)
+				first[i] = ret;
+			else
+				EXPECT_EQ(first[i], ret)
+					TH_LOG("%s and %s differ", self->name[0], name);
+		}
+
+		EXPECT_EQ(0, buf_sync(buf, DMA_BUF_SYNC_START | DMA_BUF_SYNC_READ));
+		EXPECT_TRUE(same(map, size, 1)) TH_LOG("%s: read after a failed end", name);
+		EXPECT_EQ(0, buf_sync(buf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_READ));
+		EXPECT_EQ(0, buf_sync(buf, DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE));
+		fill(map, size, 2);
+		EXPECT_EQ(0, buf_sync(buf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE));
+		EXPECT_TRUE(memfd_holds(memfd, size, 0, size, 2)) TH_LOG("%s: write", name);
+		/* Unbalanced, but the table exists: both sync it again. */
+		EXPECT_EQ(0, buf_sync(buf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_RW));
+
+		munmap(map, size);
+		close(buf);
+		close(memfd);
+		EXPECT_EQ(base, wait_pins(base, 0)) TH_LOG("%s: pins left", name);
+	}
+}
+
+/* The VmFlags of the mapping at @addr, from /proc/self/smaps, or "". */
+static const char *vm_flags(void *addr, char *flags, size_t len)
+{
+	unsigned long start, end;
+	char line[256];
+	bool found = false;
+	FILE *f = fopen("/proc/self/smaps", "r");
+
+	*flags = '\0';
+	if (!f)
+		return flags;
+	while (fgets(line, sizeof(line), f)) {
+		if (sscanf(line, "%lx-%lx ", &start, &end) == 2) {
+			found = start == (unsigned long)addr;
+		} else if (found && !strncmp(line, "VmFlags:", 8)) {
+			snprintf(flags, len, "%s", line + 9);
+			flags[strcspn(flags, "\n")] = '\0';
+			break;
+		}
+	}
+	fclose(f);
+	return flags;
+}
+
+static bool has_vm_flag(const char *flags, const char *flag)
+{
+	size_t len = strlen(flag);
+
+	for (const char *p = flags; (p = strstr(p, flag)); p += len)
+		if ((p == flags || p[-1] == ' ') && (p[len] == ' ' || !p[len]))
+			return true;
+	return false;
+}
+
+/*
+ * mremap() moves a mapping of a buffer to a new address, with its data, at
+ * the same size. Both drivers make it a VM_PFNMAP, VM_DONTEXPAND mapping:
+ * growing it fails, with the same errno on every device (EFAULT), as does
+ * MREMAP_DONTUNMAP (EINVAL), and the mapping is left as it was.
+ */
+TEST_F(udmabuf, mremap)
+{
+	size_t size = 16 * self->page;
+	int grow_errno[MAX_DEVS];
+
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d];
+		long base = pins_settled();
+		unsigned char *map, *dst, *moved;
+		int memfd, buf, err;
+		char flags[256];
+		void *ret;
+
+		memfd = memfd_filled(size, 1);
+		ASSERT_LE(0, memfd);
+		buf = create(self->dev[d], memfd, 0, size);
+		ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
+		map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
+		ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+		EXPECT_TRUE(same(map, size, 1)) TH_LOG("%s: before mremap", name);
+
+		/* A free range to move to, away from the mapping. */
+		dst = mmap(NULL, 3 * size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+		ASSERT_NE(MAP_FAILED, dst);
+		ASSERT_EQ(0, munmap(dst, size));
+		ASSERT_EQ(0, munmap(dst + 2 * size, size));
+		moved = mremap(map, size, size, MREMAP_MAYMOVE | MREMAP_FIXED, dst + size);
+		ASSERT_EQ(dst + size, moved) TH_LOG("%s: mremap: %s", name, strerror(errno));
+		EXPECT_EQ(-1, msync(map, size, MS_ASYNC)) TH_LOG("%s: old address mapped", name);
+		EXPECT_TRUE(same(moved, size, 1)) TH_LOG("%s: after mremap", name);
+		fill(moved, size, 2);
+		EXPECT_TRUE(memfd_holds(memfd, size, 0, size, 2)) TH_LOG("%s: write", name);
+
+		vm_flags(moved, flags, sizeof(flags));
+		TH_LOG("%s: VmFlags %s", name, flags);
+		EXPECT_TRUE(has_vm_flag(flags, "pf")) TH_LOG("%s: not VM_PFNMAP", name);
+		EXPECT_TRUE(has_vm_flag(flags, "de")) TH_LOG("%s: not VM_DONTEXPAND", name);
+
+		/* Growing, in place or moving, fails alike on every device. */
+		errno = 0;
+		ret = mremap(moved, size, 2 * size, MREMAP_MAYMOVE);
+		grow_errno[d] = errno;
+		EXPECT_EQ(MAP_FAILED, ret);
+		EXPECT_EQ(EFAULT, grow_errno[d]) TH_LOG("%s: grow: %s", name,
+							strerror(grow_errno[d]));
+		EXPECT_EQ(grow_errno[0], grow_errno[d])
+			TH_LOG("%s and %s differ", self->name[0], name);
+		errno = 0;
+		ret = mremap(moved, size, size + self->page, 0);
+		err = errno;
+		EXPECT_EQ(MAP_FAILED, ret);
+		EXPECT_EQ(EFAULT, err) TH_LOG("%s: grow in place: %s", name, strerror(err));
+		errno = 0;
+		ret = mremap(moved, size, size, MREMAP_MAYMOVE | MREMAP_DONTUNMAP);
+		err = errno;
+		EXPECT_EQ(MAP_FAILED, ret);
+		EXPECT_EQ(EINVAL, err) TH_LOG("%s: MREMAP_DONTUNMAP: %s", name, strerror(err));
+		EXPECT_TRUE(same(moved, size, 2)) TH_LOG("%s: after the failed mremaps", name);
+
+		munmap(moved, size);
+		close(buf);
+		close(memfd);
+		EXPECT_EQ(base, wait_pins(base, 0)) TH_LOG("%s: pins left", name);
+	}
+}
+
+/*
+ * A child forked while the buffer is mapped shares the mapping: it reads
+ * the data the parent wrote, also through a mapping of its own, and the
+ * parent sees what it writes. Nothing more is pinned for it, and the pins
+ * go once both are done.
+ */
+TEST_F(udmabuf, fork)
+{
+	size_t size = 16 * self->page, half = size / 2;
+
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d];
+		long base = pins_settled(), created;
+		unsigned char *map;
+		int memfd, buf, status;
+		pid_t pid;
+
+		memfd = memfd_filled(size, 1);
+		ASSERT_LE(0, memfd);
+		buf = create(self->dev[d], memfd, 0, size);
+		ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
+		map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
+		ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+		/* Written by the parent, and not read before the fork. */
+		fill_range(map, 0, half, 3);
+		created = pins_settled();
+
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (!pid) {
+			unsigned char *own;
+
+			if (!same_range(map, 0, half, 3) || !same_range(map, half, size, 1))
+				_exit(1);
+			own = mmap(NULL, size, PROT_READ, MAP_SHARED, buf, 0);
+			if (own == MAP_FAILED || !same_range(own, 0, half, 3))
+				_exit(2);
+			if (buf_sync(buf, DMA_BUF_SYNC_START | DMA_BUF_SYNC_WRITE))
+				_exit(3);
+			fill_range(map, half, size, 4);
+			if (buf_sync(buf, DMA_BUF_SYNC_END | DMA_BUF_SYNC_WRITE))
+				_exit(3);
+			if (!same_range(own, half, size, 4))
+				_exit(4);
+			_exit(0);
+		}
+		ASSERT_EQ(pid, waitpid(pid, &status, 0));
+		EXPECT_TRUE(WIFEXITED(status) && !WEXITSTATUS(status))
+			TH_LOG("%s: child failed, status 0x%x", name, status);
+		EXPECT_TRUE(same_range(map, half, size, 4)) TH_LOG("%s: the child's write", name);
+		EXPECT_TRUE(memfd_holds(memfd, size, 0, half, 3)) TH_LOG("%s: memfd", name);
+		EXPECT_TRUE(memfd_holds(memfd, size, half, size, 4)) TH_LOG("%s: memfd", name);
+		EXPECT_GE(created, pins_settled()) TH_LOG("%s: pinned for the child", name);
+
+		munmap(map, size);
+		close(buf);
+		close(memfd);
+		EXPECT_EQ(base, wait_pins(base, 0)) TH_LOG("%s: pins left", name);
+	}
+}
+
+/* Whether reading @p faults with SIGSEGV, in a child. */
+static bool read_faults(const unsigned char *p)
+{
+	struct rlimit no_core = { 0, 0 };
+	int status;
+	pid_t pid;
+
+	pid = fork();
+	if (pid < 0)
+		return false;
+	if (!pid) {
+		setrlimit(RLIMIT_CORE, &no_core);
+		_exit(*p == 0x5a ? 1 : 2);
+	}
+	if (waitpid(pid, &status, 0) != pid)
+		return false;
+	return WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV;
+}
+
+/*
+ * munmap() of the middle pages of a mapping, faulted in before or not: the
+ * pages on both sides still read and write the buffer, the middle faults,
+ * and the pins go with the buffer.
+ */
+TEST_F(udmabuf, partial_munmap)
+{
+	size_t ps = self->page, size = 8 * ps, from = 2 * ps, to = 5 * ps;
+
+	for (int d = 0; d < self->nr; d++) {
+		for (int touched = 0; touched < 2; touched++) {
+			const char *name = self->name[d];
+			long base = pins_settled();
+			unsigned char *map;
+			int memfd, buf;
+
+			memfd = memfd_filled(size, 1);
+			ASSERT_LE(0, memfd);
+			buf = create(self->dev[d], memfd, 0, size);
+			ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
+			map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
+			ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+			if (touched)
+				EXPECT_TRUE(same(map, size, 1)) TH_LOG("%s: before munmap", name);
+
+			ASSERT_EQ(0, munmap(map + from, to - from));
+			EXPECT_TRUE(same_range(map, 0, from, 1))
+				TH_LOG("%s: before the hole, touched %d", name, touched);
+			EXPECT_TRUE(same_range(map, to, size, 1))
+				TH_LOG("%s: after the hole, touched %d", name, touched);
+			EXPECT_TRUE(read_faults(map + from)) TH_LOG("%s: hole start", name);
+			EXPECT_TRUE(read_faults(map + to - 1)) TH_LOG("%s: hole end", name);
+			fill_range(map, 0, from, 2);
+			fill_range(map, to, size, 3);
+			EXPECT_TRUE(memfd_holds(memfd, size, 0, from, 2)) TH_LOG("%s: write", name);
+			EXPECT_TRUE(memfd_holds(memfd, size, from, to, 1)) TH_LOG("%s: hole", name);
+			EXPECT_TRUE(memfd_holds(memfd, size, to, size, 3))
+				TH_LOG("%s: write", name);
+
+			munmap(map, from);
+			munmap(map + to, size - to);
+			close(buf);
+			close(memfd);
+			EXPECT_EQ(base, wait_pins(base, 0)) TH_LOG("%s: pins left", name);
+		}
+	}
+}
+
+/*
+ * A list of one page and a range of a sparse memfd far larger than memory,
+ * within the default size_limit_mb (INT_MAX MiB): the drivers fill the holes
+ * as they pin. Not 1 TiB: the array of page pointers the drivers allocate
+ * for a buffer (8 bytes a page) would be more than the INT_MAX bytes that
+ * kvmalloc() accepts, which it refuses with a WARN_ON_ONCE(), and both
+ * would fail with ENOMEM before they pin the range.
+ */
+#define SPARSE_BYTES	(16ULL << 30)
+
+/* UDMABUF_CREATE_LIST of [0, @first) and [@first, @first + @second) of @memfd. */
+static int create_pair(int dev, int memfd, uint64_t first, uint64_t second)
+{
+	struct udmabuf_create_list *list;
+	int ret;
+
+	list = calloc(1, sizeof(*list) + 2 * sizeof(list->list[0]));
+	if (!list)
+		return -ENOMEM;
+	list->count = 2;
+	list->list[0] = (struct udmabuf_create_item){
+		.memfd = memfd, .offset = 0, .size = first,
+	};
+	list->list[1] = (struct udmabuf_create_item){
+		.memfd = memfd, .offset = first, .size = second,
+	};
+	ret = ioctl(dev, UDMABUF_CREATE_LIST, list);
+	ret = ret < 0 ? -errno : ret;
+	free(list);
+	return ret;
+}
+
+/* A field of /proc/meminfo in kB, or -1. */
+static long meminfo_kb(const char *key)
+{
+	char line[128];
+	long val = -1;
+	FILE *f = fopen("/proc/meminfo", "r");
+
+	if (!f)
+		return -1;
+	while (fgets(line, sizeof(line), f))
+		if (!strncmp(line, key, strlen(key))) {
+			val = atol(line + strlen(key));
+			break;
+		}
+	fclose(f);
+	return val;
+}
+
+#define SIZE_LIMIT_PARAM	"/sys/module/%s/parameters/size_limit_mb"
+
+/*
+ * Gives @dev's module the default size_limit_mb, INT_MAX, for the test:
+ * through sysfs if the parameter is writable there (C udmabuf), saving the
+ * value to restore in @saved; or finds it has the default already, with no
+ * <module>.size_limit_mb= on the command line (udmabuf_rs, whose parameters
+ * are read-only). Returns false, with the reason in @why, if it cannot.
+ */
+static bool default_size_limit(const char *dev, char *saved, size_t len, const char **why)
+{
+	const char *module = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
+	char path[128];
+	ssize_t n;
+	int fd;
+
+	*saved = '\0';
+	snprintf(path, sizeof(path), SIZE_LIMIT_PARAM, module);
+	fd = open(path, O_RDWR);
+	if (fd >= 0) {
+		n = read(fd, saved, len - 1);
+		saved[n > 0 ? n : 0] = '\0';
+		if (n > 0 && pwrite(fd, "2147483647", 10, 0) == 10) {
+			close(fd);
+			return true;
+		}
+		*saved = '\0';
+		close(fd);
+	}
+	if (module_param_set(dev, "size_limit_mb=")) {
+		*why = "size_limit_mb is on the command line and not writable in sysfs";
+		return false;
+	}
+	return true;
+}
+
+/* Restores what default_size_limit() saved, if anything. Returns false if it cannot. */
+static bool restore_size_limit(const char *dev, const char *saved)
+{
+	const char *module = strrchr(dev, '/') ? strrchr(dev, '/') + 1 : dev;
+	char path[128];
+	bool ok;
+	int fd;
+
+	if (!*saved)
+		return true;
+	snprintf(path, sizeof(path), SIZE_LIMIT_PARAM, module);
+	fd = open(path, O_WRONLY);
+	if (fd < 0)
+		return false;
+	ok = write(fd, saved, strlen(saved)) == (ssize_t)strlen(saved);
+	close(fd);
+	return ok;
+}
+
+/* Pins of at least this many bytes show that the child is filling holes. */
+#define SPARSE_PINNED	(128 << 20)
+#define SPARSE_SLACK_KB	(32 << 10)
+
+/*
+ * A child creates a buffer of a page and a range of 16 GiB of holes of a
+ * sparse memfd. Once it has pinned SPARSE_PINNED, it is killed: it must be
+ * gone within 10 s, leaving no pin, and the memory of the holes it filled
+ * must be free again, its memfd gone with it.
+ */
+TEST_F_TIMEOUT(udmabuf, sparse_list_killed, 600)
+{
+	long want = SPARSE_PINNED / self->page;
+
+	if (geteuid())
+		SKIP(return, "needs root");
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d], *why = NULL;
+		long base, free_kb, now_kb, pinned = 0, waited_ms;
+		int ready[2], status = 0, ret = 0;
+		bool exited = false;
+		char saved[32], c;
+		double t0;
+		pid_t pid;
+
+		if (!default_size_limit(name, saved, sizeof(saved), &why)) {
+			TH_LOG("%s: %s: not tested", name, why);
+			continue;
+		}
+		base = pins_settled();
+		free_kb = meminfo_kb("MemFree:");
+		ASSERT_EQ(0, pipe(ready));
+		pid = fork();
+		ASSERT_LE(0, pid);
+		if (!pid) {
+			int memfd = memfd_sized(SPARSE_BYTES + self->page, F_SEAL_SHRINK, false);
+
+			close(ready[0]);
+			if (memfd < 0 || write(ready[1], "r", 1) != 1)
+				_exit(2);
+			ret = create_pair(self->dev[d], memfd, self->page, SPARSE_BYTES);
+			/* Only if the buffer was made, or refused, before the kill. */
+			if (write(ready[1], &ret, sizeof(ret)) != sizeof(ret))
+				_exit(3);
+			_exit(1);
+		}
+		close(ready[1]);
+		if (read(ready[0], &c, 1) != 1) {
+			waitpid(pid, &status, 0);
+			EXPECT_EQ(0, status) TH_LOG("%s: no sparse memfd", name);
+			goto next;
+		}
+
+		/* Pins grow as holes are filled; slowly under TCG with KASAN. */
+		t0 = now_s();
+		while (now_s() - t0 < 300) {
+			pinned = pins_held() - base;
+			if (pinned >= want)
+				break;
+			if (waitpid(pid, &status, WNOHANG) == pid) {
+				exited = true;
+				break;
+			}
+			usleep(10000);
+		}
+		TH_LOG("%s: %ld pages pinned after %.1f s", name, pinned, now_s() - t0);
+		if (exited) {
+			if (read(ready[0], &ret, sizeof(ret)) == sizeof(ret))
+				TH_LOG("%s: create returned %d (%s)", name, ret,
+				       ret < 0 ? strerror(-ret) : "a buffer");
+			EXPECT_FALSE(exited) TH_LOG("%s: the creator ended before the kill", name);
+			goto next;
+		}
+		EXPECT_LE(want, pinned) TH_LOG("%s: holes not filled", name);
+
+		t0 = now_s();
+		kill(pid, SIGKILL);
+		while (waitpid(pid, &status, WNOHANG) != pid && now_s() - t0 < 60)
+			usleep(10000);
+		waited_ms = (now_s() - t0) * 1000;
+		TH_LOG("%s: reaped %ld ms after SIGKILL", name, waited_ms);
+		EXPECT_GE(10000, waited_ms) TH_LOG("%s: a killed creator took too long", name);
+		EXPECT_TRUE(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL)
+			TH_LOG("%s: status 0x%x", name, status);
+next:
+		close(ready[0]);
+		EXPECT_TRUE(restore_size_limit(name, saved))
+			TH_LOG("%s: size_limit_mb %s not restored", name, saved);
+
+		EXPECT_EQ(base, wait_pins(base, 0)) TH_LOG("%s: pins left", name);
+		now_kb = meminfo_kb("MemFree:");
+		for (int i = 0; i < 50 && now_kb < free_kb - SPARSE_SLACK_KB; i++) {
+			usleep(100000);
+			now_kb = meminfo_kb("MemFree:");
+		}
+		TH_LOG("%s: MemFree %ld kB before, %ld kB after", name, free_kb, now_kb);
+		EXPECT_LE(free_kb - SPARSE_SLACK_KB, now_kb) TH_LOG("%s: memory not freed", name);
+	}
+}
+
 /*
  * RLIMIT_MEMLOCK accounting. Buffers are created by workers, child processes
  * of a fresh uid or of root, with the device fds and memfds of the test
@@ -516,6 +1240,7 @@ struct create_req {
 	int memfd;
 	unsigned int count;	/* 0: UDMABUF_CREATE, else a list of @count items */
 	uint64_t size;		/* of the buffer, or of each item */
+	uint64_t second;	/* not 0: a list of @size bytes, then @second */
 };
 
 /*
@@ -647,8 +1372,12 @@ static void start_worker(struct __test_metadata *_metadata, struct worker *w,
 		if (send(sv[1], &ret, sizeof(ret), 0) != sizeof(ret) || ret)
 			_exit(1);
 		while (recv(sv[1], &req, sizeof(req), 0) == sizeof(req)) {
-			buf = req.count ? create_list(req.dev, req.memfd, req.count, req.size) :
-					  create(req.dev, req.memfd, 0, req.size);
+			if (req.second)
+				buf = create_pair(req.dev, req.memfd, req.size, req.second);
+			else if (req.count)
+				buf = create_list(req.dev, req.memfd, req.count, req.size);
+			else
+				buf = create(req.dev, req.memfd, 0, req.size);
 			/* The test process holds the buffer: its creator keeps none. */
 			ret = send_fds(sv[1], buf, &buf, buf >= 0);
 			if (buf >= 0)
@@ -678,6 +1407,19 @@ static void stop_worker(struct worker *w)
 	w->pid = 0;
 }
 
+/* Has @w create the buffer @req asks for. Returns its fd here, or -errno. */
+static int worker_request(struct worker *w, const struct create_req *req)
+{
+	int ret, fd, nr;
+
+	if (send(w->sock, req, sizeof(*req), 0) != sizeof(*req))
+		return -EPIPE;
+	nr = recv_fds(w->sock, &ret, &fd);
+	if (nr < 0)
+		return nr;
+	return nr ? fd : ret < 0 ? ret : -EPROTO;
+}
+
 /*
  * Has @w create a buffer of @size bytes of @memfd on @dev, or a list of
  * @count items of @size bytes. Returns the buffer's fd here, or -errno.
@@ -688,14 +1430,19 @@ static int worker_create(struct worker *w, int dev, int memfd,
 	struct create_req req = {
 		.dev = dev, .memfd = memfd, .count = count, .size = size,
 	};
-	int ret, fd, nr;
 
-	if (send(w->sock, &req, sizeof(req), 0) != sizeof(req))
-		return -EPIPE;
-	nr = recv_fds(w->sock, &ret, &fd);
-	if (nr < 0)
-		return nr;
-	return nr ? fd : ret < 0 ? ret : -EPROTO;
+	return worker_request(w, &req);
+}
+
+/* As worker_create(), for a list of [0, @first) and [@first, @first + @second). */
+static int worker_create_pair(struct worker *w, int dev, int memfd,
+			      uint64_t first, uint64_t second)
+{
+	struct create_req req = {
+		.dev = dev, .memfd = memfd, .size = first, .second = second,
+	};
+
+	return worker_request(w, &req);
 }
 
 /*
@@ -1057,6 +1804,47 @@ TEST_F(memlock, ipc_lock)
 		stop_worker(capable);
 		stop_worker(user);
 	}
+}
+
+/*
+ * The list of sparse_list_killed, a page and SPARSE_BYTES of holes, from a
+ * process without CAP_IPC_LOCK: refused with ENOMEM in well under a second,
+ * before the holes are filled (filling them takes all memory), with nothing
+ * left pinned or charged. It needs the default size_limit_mb, which a
+ * <module>.size_limit_mb= on the command line would change.
+ */
+TEST_F(memlock, sparse_list_at_once)
+{
+	size_t ps = getpagesize();
+	/* Before the workers are forked, for them to inherit it. */
+	int memfd = memfd_sized(SPARSE_BYTES + ps, F_SEAL_SHRINK, false);
+
+	ASSERT_LE(0, memfd);
+	for (int d = 0; d < self->nr; d++) {
+		const char *name = self->name[d];
+		struct worker *w = &self->worker[0];
+		long base = pins_held(), ms;
+		double t0;
+		int buf;
+
+		if (module_param_set(name, "size_limit_mb=")) {
+			TH_LOG("%s: size_limit_mb on the command line: not tested", name);
+			continue;
+		}
+		start_worker(_metadata, w, self->uid, false);
+		t0 = now_s();
+		buf = worker_create_pair(w, self->dev[d], memfd, ps, SPARSE_BYTES);
+		ms = (now_s() - t0) * 1000;
+		TH_LOG("%s: %s after %ld ms", name, buf < 0 ? strerror(-buf) : "a buffer", ms);
+		EXPECT_EQ(-ENOMEM, buf);
+		if (buf >= 0)
+			close(buf);
+		EXPECT_GT(1000, ms) TH_LOG("%s: the pins were not refused at once", name);
+		check_usage(_metadata, self, d, base, w, 0, 0, 0);
+		check_released(_metadata, self, d, base);
+		stop_worker(w);
+	}
+	close(memfd);
 }
 
 TEST_HARNESS_MAIN

@@ -1,0 +1,398 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Exporting buffers as dma-bufs.
+//!
+//! An exporter owns the memory of a dma-buf and implements [`Exporter`], whose callbacks the
+//! dma-buf core calls when importers map the buffer for their devices, when user space maps it,
+//! and around CPU access; [`DmaBuf::export`] makes a dma-buf of a buffer.
+//!
+//! # Locking
+//!
+//! The core serialises the callbacks that map the buffer for devices and for the kernel with the
+//! dma-buf's reservation lock (`dma_resv_lock()`): [`Exporter::map`], the drop of the table it
+//! returned (`unmap_dma_buf`), [`Exporter::vmap`] and [`Exporter::vunmap`] run with it held and
+//! receive a [`ResvLocked`] as proof, which their trampolines check with lockdep. The others take
+//! no lock of the dma-buf: [`Exporter::mmap`] runs with the mmap lock of the mapping process held
+//! for writing, and [`Exporter::begin_cpu_access`] and [`Exporter::end_cpu_access`] may run at
+//! the same time as any callback, in several threads at once.
+//!
+//! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h)
+
+use super::DmaBuf;
+use crate::{
+    bindings,
+    device::Device,
+    dma::DataDirection,
+    error::{
+        from_err_ptr,
+        from_result,
+        VTABLE_DEFAULT_ERROR, //
+    },
+    mm::virt::VmaNew,
+    module::this_module,
+    prelude::*,
+    scatterlist::MappedSGTable,
+    sync::aref::ARef,
+    types::{
+        ForeignOwnable,
+        NotThreadSafe,
+        Opaque, //
+    },
+};
+use core::{
+    marker::PhantomData,
+    ptr::NonNull, //
+};
+
+/// Proof that the reservation lock of a dma-buf is held (`dma_resv_lock()`).
+///
+/// The trampolines of the callbacks that the dma-buf core calls under the lock check that it is
+/// held (`dma_resv_assert_held()`) and lend one of these to the callback, for as long as the call
+/// lasts. An exporter can ask for it in its own functions that rely on the lock, for example to
+/// touch state that only these callbacks use.
+pub struct ResvLocked<'a> {
+    _buf: PhantomData<&'a DmaBuf>,
+    _not_send: NotThreadSafe,
+}
+
+impl ResvLocked<'_> {
+    /// Checks with lockdep that the reservation lock of `buf` is held, and returns the proof.
+    ///
+    /// # Safety
+    ///
+    /// The reservation lock of `buf` must be held by the current task for the lifetime of the
+    /// returned value.
+    unsafe fn new(buf: *mut bindings::dma_buf) -> Self {
+        // SAFETY: `buf` is a valid dma-buf, with a valid reservation object.
+        unsafe { bindings::dma_resv_assert_held((*buf).resv) };
+        Self {
+            _buf: PhantomData,
+            _not_send: NotThreadSafe,
+        }
+    }
+}
+
+/// A device's attachment to a dma-buf (`struct dma_buf_attachment`).
+///
+/// # Invariants
+///
+/// For the lifetime of a `&Attachment`, the attachment is valid, and so is its device.
+#[repr(transparent)]
+pub struct Attachment(Opaque<bindings::dma_buf_attachment>);
+
+impl Attachment {
+    /// # Safety
+    ///
+    /// `ptr` must point to an attachment that stays valid, with its device, for `'a`.
+    unsafe fn from_raw<'a>(ptr: *mut bindings::dma_buf_attachment) -> &'a Self {
+        // SAFETY: `Attachment` is a transparent wrapper of `struct dma_buf_attachment`, which the
+        // caller guarantees to be valid for `'a`.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// Returns the attached device, the one the buffer is mapped for.
+    pub fn device(&self) -> &Device {
+        // SAFETY: By the type invariants, the attachment and its device are valid.
+        unsafe { Device::from_raw((*self.0.get()).dev) }
+    }
+}
+
+/// The operations of a dma-buf exporter (`struct dma_buf_ops`).
+///
+/// The buffer's data is a [`Exporter::Ptr`], owned by the dma-buf and dropped when the last
+/// reference to the dma-buf goes away (`release`), which happens after every importer detached and
+/// every user space mapping is gone.
+#[vtable]
+pub trait Exporter: Sized {
+    /// The pointer to the buffer's data that the dma-buf owns.
+    type Ptr: ForeignOwnable + Send + Sync;
+
+    /// Maps the buffer for the device of `attachment` (`map_dma_buf`).
+    ///
+    /// Called with the reservation lock of the dma-buf held. The importer owns the table until it
+    /// gives it back, when it is dropped (`unmap_dma_buf`), also under the lock.
+    fn map(
+        buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        attachment: &Attachment,
+        dir: DataDirection,
+        locked: &ResvLocked<'_>,
+    ) -> Result<KBox<MappedSGTable>>;
+
+    /// Maps the buffer into a user address space (`mmap`).
+    ///
+    /// Called with the mmap lock of the process held for writing, while `vma` is set up; the core
+    /// has checked that `vma` lies within the buffer (its page offset and length). The vma holds a
+    /// reference to the dma-buf's file until it is unmapped.
+    fn mmap(_buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _vma: &VmaNew) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Maps the buffer into the kernel address space (`vmap`).
+    ///
+    /// Called with the reservation lock of the dma-buf held; the core counts the users of the
+    /// mapping, so the exporter sees one `vmap` and then one `vunmap`. An exporter that implements
+    /// one of the two must implement the other: the build fails otherwise.
+    fn vmap(
+        _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _locked: &ResvLocked<'_>,
+    ) -> Result<NonNull<c_void>> {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Undoes [`Exporter::vmap`] (`vunmap`), with the address it returned.
+    ///
+    /// Called with the reservation lock of the dma-buf held.
+    fn vunmap(
+        _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _vaddr: NonNull<c_void>,
+        _locked: &ResvLocked<'_>,
+    ) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Prepares the buffer for access by the CPU in direction `dir` (`begin_cpu_access`), for
+    /// `DMA_BUF_IOCTL_SYNC` or an importer.
+    ///
+    /// Called without a lock of the dma-buf, possibly in several threads at once and at the same
+    /// time as the other callbacks: state it sets up needs a lock of its own.
+    fn begin_cpu_access(
+        _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _dir: DataDirection,
+    ) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+
+    /// Ends an access by the CPU in direction `dir` (`end_cpu_access`).
+    ///
+    /// Called without a lock of the dma-buf, as [`Exporter::begin_cpu_access`], and possibly
+    /// without an earlier `begin_cpu_access`.
+    fn end_cpu_access(
+        _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _dir: DataDirection,
+    ) -> Result {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
+}
+
+impl DmaBuf {
+    /// Exports `data`, a buffer of `size` bytes, as a new dma-buf (`dma_buf_export()`).
+    ///
+    /// `flags` are the flags of the dma-buf's file, for example `O_RDWR`. If the export fails,
+    /// `data` is dropped.
+    pub fn export<T: Exporter>(data: T::Ptr, size: usize, flags: u32) -> Result<ARef<Self>> {
+        let ptr = data.into_foreign();
+        let info = bindings::dma_buf_export_info {
+            exp_name: <T::OwnerModule as crate::ModuleMetadata>::NAME.as_char_ptr(),
+            owner: this_module::<T::OwnerModule>().as_ptr(),
+            ops: &ExporterVTable::<T>::VTABLE,
+            size,
+            flags: flags as c_int,
+            priv_: ptr,
+            ..pin_init::zeroed()
+        };
+        // SAFETY: `info` is a complete export info, with ops that stay valid (a `static` table)
+        // and the buffer's data in `priv_`, which the dma-buf owns from now on.
+        let buf = match from_err_ptr(unsafe { bindings::dma_buf_export(&info) }) {
+            Ok(buf) => buf,
+            Err(e) => {
+                // SAFETY: The export failed, so `ptr` is still ours, and `release` will never run.
+                drop(unsafe { T::Ptr::from_foreign(ptr) });
+                return Err(e);
+            }
+        };
+        // SAFETY: `dma_buf_export()` returned a new dma-buf (never NULL) with one reference, which
+        // the `ARef` takes over.
+        Ok(unsafe { ARef::from_raw(NonNull::new_unchecked(buf.cast())) })
+    }
+}
+
+/// The `struct dma_buf_ops` of an [`Exporter`].
+struct ExporterVTable<T: Exporter>(PhantomData<T>);
+
+impl<T: Exporter> ExporterVTable<T> {
+    const VTABLE: bindings::dma_buf_ops = {
+        // A mapping that is never unmapped leaks, and `vunmap` alone is never called.
+        assert!(
+            T::HAS_VMAP == T::HAS_VUNMAP,
+            "an Exporter implements vmap and vunmap, or neither"
+        );
+        Self::OPS
+    };
+
+    const OPS: bindings::dma_buf_ops = bindings::dma_buf_ops {
+        map_dma_buf: Some(Self::map_dma_buf),
+        unmap_dma_buf: Some(Self::unmap_dma_buf),
+        release: Some(Self::release),
+        mmap: if T::HAS_MMAP { Some(Self::mmap) } else { None },
+        vmap: if T::HAS_VMAP { Some(Self::vmap) } else { None },
+        vunmap: if T::HAS_VUNMAP {
+            Some(Self::vunmap)
+        } else {
+            None
+        },
+        begin_cpu_access: if T::HAS_BEGIN_CPU_ACCESS {
+            Some(Self::begin_cpu_access)
+        } else {
+            None
+        },
+        end_cpu_access: if T::HAS_END_CPU_ACCESS {
+            Some(Self::end_cpu_access)
+        } else {
+            None
+        },
+        ..pin_init::zeroed()
+    };
+
+    /// Converts the direction of a callback; DMA cannot be mapped or synced with `DMA_NONE`.
+    fn direction(dir: bindings::dma_data_direction) -> Result<DataDirection> {
+        match DataDirection::try_from(dir)? {
+            DataDirection::None => Err(EINVAL),
+            dir => Ok(dir),
+        }
+    }
+
+    /// Borrows the buffer's data of a dma-buf of this exporter.
+    ///
+    /// # Safety
+    ///
+    /// `buf` must be a valid dma-buf exported by [`DmaBuf::export::<T>`], that is not released
+    /// for `'a`.
+    unsafe fn data<'a>(buf: *mut bindings::dma_buf) -> <T::Ptr as ForeignOwnable>::Borrowed<'a> {
+        // SAFETY: `priv_` holds the `T::Ptr` given to `export`, which `release` takes back only
+        // once nothing else uses the dma-buf.
+        unsafe { T::Ptr::borrow((*buf).priv_) }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core, with a valid attachment of a dma-buf of this exporter.
+    unsafe extern "C" fn map_dma_buf(
+        attach: *mut bindings::dma_buf_attachment,
+        dir: bindings::dma_data_direction,
+    ) -> *mut bindings::sg_table {
+        let result = (|| {
+            let dir = Self::direction(dir)?;
+            // SAFETY: The attachment is valid during the call, and keeps its dma-buf alive.
+            let data = unsafe { Self::data((*attach).dmabuf) };
+            // SAFETY: The attachment and its device stay valid during the call.
+            let attachment = unsafe { Attachment::from_raw(attach) };
+            // SAFETY: The core calls `map_dma_buf` with the reservation lock held
+            // (`dma_buf_map_attachment()`), until it returns.
+            let locked = unsafe { ResvLocked::new((*attach).dmabuf) };
+            T::map(data, attachment, dir, &locked)
+        })();
+        match result {
+            Ok(table) => MappedSGTable::into_raw(table),
+            Err(e) => e.to_ptr(),
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core, with a table that `map_dma_buf` returned.
+    unsafe extern "C" fn unmap_dma_buf(
+        attach: *mut bindings::dma_buf_attachment,
+        sgt: *mut bindings::sg_table,
+        _dir: bindings::dma_data_direction,
+    ) {
+        // SAFETY: The attachment is valid during the call; the core calls `unmap_dma_buf` with
+        // the reservation lock held (`dma_buf_unmap_attachment()`).
+        let _locked = unsafe { ResvLocked::new((*attach).dmabuf) };
+        // SAFETY: `sgt` comes from `MappedSGTable::into_raw` in `map_dma_buf`, and the importer
+        // gives it back.
+        drop(unsafe { MappedSGTable::from_raw(sgt) });
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core once, when the last reference to the dma-buf is gone.
+    unsafe extern "C" fn release(buf: *mut bindings::dma_buf) {
+        // SAFETY: `priv_` holds the `T::Ptr` given to `export`, which nothing uses any more.
+        drop(unsafe { T::Ptr::from_foreign((*buf).priv_) });
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core, with a valid dma-buf of this exporter and a new VMA.
+    unsafe extern "C" fn mmap(
+        buf: *mut bindings::dma_buf,
+        vma: *mut bindings::vm_area_struct,
+    ) -> c_int {
+        from_result(|| {
+            // SAFETY: The dma-buf is valid during the call.
+            let data = unsafe { Self::data(buf) };
+            // SAFETY: The VMA is being set up by `mmap`, with the mmap write lock held.
+            let vma = unsafe { VmaNew::from_raw(vma) };
+            T::mmap(data, vma)?;
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core, with a valid dma-buf of this exporter and a valid map.
+    unsafe extern "C" fn vmap(buf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) -> c_int {
+        from_result(|| {
+            // SAFETY: The dma-buf is valid during the call.
+            let data = unsafe { Self::data(buf) };
+            // SAFETY: The core calls `vmap` with the reservation lock held (`dma_buf_vmap()`).
+            let locked = unsafe { ResvLocked::new(buf) };
+            let vaddr = T::vmap(data, &locked)?;
+            // SAFETY: `map` is valid for writing (`iosys_map_set_vaddr()`).
+            unsafe {
+                map.write(bindings::iosys_map {
+                    is_iomem: false,
+                    __bindgen_anon_1: bindings::iosys_map__bindgen_ty_1 {
+                        vaddr: vaddr.as_ptr(),
+                    },
+                })
+            };
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core, with a map that `vmap` filled.
+    unsafe extern "C" fn vunmap(buf: *mut bindings::dma_buf, map: *mut bindings::iosys_map) {
+        // SAFETY: The dma-buf is valid during the call.
+        let data = unsafe { Self::data(buf) };
+        // SAFETY: `vmap` stored a system memory address in `map`.
+        let vaddr = unsafe { (*map).__bindgen_anon_1.vaddr };
+        // SAFETY: The core calls `vunmap` with the reservation lock held (`dma_buf_vunmap()`).
+        let locked = unsafe { ResvLocked::new(buf) };
+        if let Some(vaddr) = NonNull::new(vaddr) {
+            T::vunmap(data, vaddr, &locked);
+        }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core, with a valid dma-buf of this exporter.
+    unsafe extern "C" fn begin_cpu_access(
+        buf: *mut bindings::dma_buf,
+        dir: bindings::dma_data_direction,
+    ) -> c_int {
+        from_result(|| {
+            // SAFETY: The dma-buf is valid during the call.
+            let data = unsafe { Self::data(buf) };
+            T::begin_cpu_access(data, Self::direction(dir)?)?;
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core, with a valid dma-buf of this exporter.
+    unsafe extern "C" fn end_cpu_access(
+        buf: *mut bindings::dma_buf,
+        dir: bindings::dma_data_direction,
+    ) -> c_int {
+        from_result(|| {
+            // SAFETY: The dma-buf is valid during the call.
+            let data = unsafe { Self::data(buf) };
+            T::end_cpu_access(data, Self::direction(dir)?)?;
+            Ok(0)
+        })
+    }
+}
