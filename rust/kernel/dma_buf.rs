@@ -36,7 +36,9 @@ pub mod exporter;
 
 pub use exporter::{
     Attachment,
-    Exporter, //
+    Exporter,
+    KernelMapping,
+    ResvLocked, //
 };
 
 /// A dma-buf (`struct dma_buf`).
@@ -116,6 +118,7 @@ impl DmaBuf {
         // `dir`; neither function returns NULL.
         Ok(Import {
             buf: self,
+            _dev: dev.into(),
             // SAFETY: `dma_buf_attach()` returns a valid pointer or an error.
             attach: unsafe { NonNull::new_unchecked(attach) },
             // SAFETY: `dma_buf_map_attachment_unlocked()` returns a valid pointer or an error.
@@ -126,14 +129,17 @@ impl DmaBuf {
 }
 
 /// A dma-buf mapped for DMA by an importing device, unmapped and detached when dropped.
-#[cfg(CONFIG_KUNIT)]
 ///
 /// # Invariants
 ///
 /// `attach` is an attachment of `buf` for a device that outlives `'a`, and `sgt` is its mapping
 /// with `dir`.
+#[cfg(CONFIG_KUNIT)]
 pub struct Import<'a> {
     buf: &'a DmaBuf,
+    /// Keeps the attached device allocated if the `Import` is leaked: the attachment, which
+    /// the dma-buf keeps then, points to it.
+    _dev: ARef<Device>,
     attach: NonNull<bindings::dma_buf_attachment>,
     sgt: NonNull<bindings::sg_table>,
     dir: DataDirection,

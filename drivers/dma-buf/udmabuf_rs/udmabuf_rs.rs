@@ -10,7 +10,9 @@
 //!
 //! Unlike the C driver, it can charge the pinned pages to the creator's `RLIMIT_MEMLOCK`
 //! (`udmabuf_rs.account_memlock=1`), so that the total a user pins is bounded and not only the
-//! size of each buffer. The charge is returned when the buffer is released.
+//! size of each buffer. The whole buffer is charged before anything is allocated or pinned, so a
+//! request over the limit fails at once with `ENOMEM`, also where the C driver would have refused
+//! one of its items first for another reason. The charge is returned when the buffer is released.
 //!
 //! [`include/uapi/linux/udmabuf.h`]: srctree/include/uapi/linux/udmabuf.h
 
@@ -28,10 +30,11 @@ use kernel::{
         DmaMask, //
     },
     dma_buf::{
-        exporter::ResvLocked,
         Attachment,
         DmaBuf,
-        Exporter, //
+        Exporter,
+        KernelMapping,
+        ResvLocked, //
     },
     fs::{
         file::flags::{
@@ -218,7 +221,7 @@ impl MiscDevice for UdmabufFile {
                 let items: KVVec<CreateItem> =
                     UserSlice::new(UserPtr::from_addr(arg + size_of::<CreateList>()), len)
                         .reader()
-                        .read_vec(count, GFP_KERNEL)?;
+                        .read_vec(count, GFP_KERNEL | __GFP_NOWARN)?;
                 me.create(head.flags, &items)
             }
             _ => Err(ENOTTY),
@@ -243,7 +246,8 @@ impl UdmabufFile {
 
 /// Pins the memfd ranges of `items`, whose files `open` looks up, and exports them as a dma-buf
 /// whose CPU access maps for `dev`. The checks and their errors are those of the C driver, in its
-/// order.
+/// order, but for the `RLIMIT_MEMLOCK` charge (`account_memlock`), made before the items are
+/// looked at.
 fn export(
     dev: &ARef<Device>,
     items: &[CreateItem],
@@ -400,7 +404,7 @@ impl Exporter for Udmabuf {
         Ok(())
     }
 
-    fn vmap(buf: Pin<&Self>, _locked: &ResvLocked<'_>) -> Result<NonNull<c_void>> {
+    fn vmap(buf: Pin<&Self>, _locked: &ResvLocked<'_>) -> Result<KernelMapping> {
         let pages = buf.pages.as_raw_pages();
         let count = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
         // SAFETY: `pages` holds `count` pinned pages, which stay pinned until `vunmap`: the
@@ -412,7 +416,9 @@ impl Exporter for Udmabuf {
                 bindings::NUMA_NO_NODE,
             )
         };
-        NonNull::new(vaddr).ok_or(EINVAL)
+        let vaddr = NonNull::new(vaddr).ok_or(EINVAL)?;
+        // SAFETY: `vaddr` maps all the pages of the buffer, which `vunmap` unmaps.
+        Ok(unsafe { KernelMapping::from_raw(vaddr) })
     }
 
     fn vunmap(buf: Pin<&Self>, vaddr: NonNull<c_void>, _locked: &ResvLocked<'_>) {
@@ -442,14 +448,14 @@ mod tests {
     use super::*;
     use kernel::{
         device::Bound,
-        page::BorrowedPage,
-        scatterlist::SGTable,
-        sizes::SZ_2M,
         error::{
             from_err_ptr,
             to_result, //
         },
         faux,
+        page::BorrowedPage,
+        scatterlist::SGTable,
+        sizes::SZ_2M, //
     };
 
     const NR: usize = 64;

@@ -9,9 +9,10 @@
 //! # Locking
 //!
 //! The core serialises the callbacks that map the buffer for devices and for the kernel with the
-//! dma-buf's reservation lock (`dma_resv_lock()`): [`Exporter::map`], the drop of the table it
-//! returned (`unmap_dma_buf`), [`Exporter::vmap`] and [`Exporter::vunmap`] run with it held and
-//! receive a [`ResvLocked`] as proof, which their trampolines check with lockdep. The others take
+//! dma-buf's reservation lock (`dma_resv_lock()`): [`Exporter::map`], [`Exporter::vmap`] and
+//! [`Exporter::vunmap`] run with it held and receive a [`ResvLocked`] as proof, which their
+//! trampolines check with lockdep, and so does the drop of the table [`Exporter::map`] returned
+//! (`unmap_dma_buf`). The others take
 //! no lock of the dma-buf: [`Exporter::mmap`] runs with the mmap lock of the mapping process held
 //! for writing, and [`Exporter::begin_cpu_access`] and [`Exporter::end_cpu_access`] may run at
 //! the same time as any callback, in several threads at once.
@@ -48,10 +49,16 @@ use core::{
 ///
 /// The trampolines of the callbacks that the dma-buf core calls under the lock check that it is
 /// held (`dma_resv_assert_held()`) and lend one of these to the callback, for as long as the call
-/// lasts. An exporter can ask for it in its own functions that rely on the lock, for example to
-/// touch state that only these callbacks use.
+/// lasts. An exporter can ask for it in its own functions that rely on the lock; state that the
+/// lock guards must also check that the proof is for the right dma-buf
+/// ([`ResvLocked::resv`]), as a proof for one dma-buf says nothing of another's lock.
+///
+/// # Invariants
+///
+/// The current task holds the reservation lock `resv` for `'a`.
 pub struct ResvLocked<'a> {
-    _buf: PhantomData<&'a DmaBuf>,
+    resv: NonNull<bindings::dma_resv>,
+    _lock: PhantomData<&'a bindings::dma_resv>,
     _not_send: NotThreadSafe,
 }
 
@@ -60,15 +67,49 @@ impl ResvLocked<'_> {
     ///
     /// # Safety
     ///
-    /// The reservation lock of `buf` must be held by the current task for the lifetime of the
-    /// returned value.
+    /// `buf` must be a valid dma-buf whose reservation lock the current task holds for the
+    /// lifetime of the returned value.
     unsafe fn new(buf: *mut bindings::dma_buf) -> Self {
-        // SAFETY: `buf` is a valid dma-buf, with a valid reservation object.
-        unsafe { bindings::dma_resv_assert_held((*buf).resv) };
+        // SAFETY: `buf` is a valid dma-buf, so its reservation object is valid and not NULL.
+        let resv = unsafe { NonNull::new_unchecked((*buf).resv) };
+        // SAFETY: As above.
+        unsafe { bindings::dma_resv_assert_held(resv.as_ptr()) };
+        // INVARIANT: The caller holds the lock for the lifetime of the proof.
         Self {
-            _buf: PhantomData,
+            resv,
+            _lock: PhantomData,
             _not_send: NotThreadSafe,
         }
+    }
+
+    /// Returns the reservation object whose lock is held, to compare with the one of the
+    /// dma-buf whose state the lock guards.
+    #[inline]
+    pub fn resv(&self) -> *mut bindings::dma_resv {
+        self.resv.as_ptr()
+    }
+}
+
+/// A mapping of a dma-buf into the kernel address space, returned by [`Exporter::vmap`].
+///
+/// # Invariants
+///
+/// `vaddr` is the start of a mapping of the whole buffer into the kernel address space, which
+/// stays valid until [`Exporter::vunmap`] is called with it.
+pub struct KernelMapping(NonNull<c_void>);
+
+impl KernelMapping {
+    /// Declares `vaddr` the kernel mapping of a dma-buf.
+    ///
+    /// # Safety
+    ///
+    /// `vaddr` must be the start of a mapping of the whole buffer (the size given to
+    /// [`DmaBuf::export`]) into the kernel address space, in system memory, that the exporter
+    /// keeps until [`Exporter::vunmap`] is called with it: importers read and write through it.
+    #[inline]
+    pub unsafe fn from_raw(vaddr: NonNull<c_void>) -> Self {
+        // INVARIANT: By the safety requirements.
+        Self(vaddr)
     }
 }
 
@@ -130,12 +171,13 @@ pub trait Exporter: Sized {
     /// Maps the buffer into the kernel address space (`vmap`).
     ///
     /// Called with the reservation lock of the dma-buf held; the core counts the users of the
-    /// mapping, so the exporter sees one `vmap` and then one `vunmap`. An exporter that implements
-    /// one of the two must implement the other: the build fails otherwise.
+    /// mapping, so the exporter sees one `vmap` and then one `vunmap`, and warns once if `vmap`
+    /// fails. An exporter that implements one of the two must implement the other: the build
+    /// fails otherwise.
     fn vmap(
         _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
         _locked: &ResvLocked<'_>,
-    ) -> Result<NonNull<c_void>> {
+    ) -> Result<KernelMapping> {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
@@ -279,7 +321,12 @@ impl<T: Exporter> ExporterVTable<T> {
             // SAFETY: The core calls `map_dma_buf` with the reservation lock held
             // (`dma_buf_map_attachment()`), until it returns.
             let locked = unsafe { ResvLocked::new((*attach).dmabuf) };
-            T::map(data, attachment, dir, &locked)
+            let table = T::map(data, attachment, dir, &locked)?;
+            // The importer gets DMA addresses for its device, in the direction it asked for.
+            if !core::ptr::eq(table.device(), attachment.device()) || table.direction() != dir {
+                return Err(EINVAL);
+            }
+            Ok(table)
         })();
         match result {
             Ok(table) => MappedSGTable::into_raw(table),
@@ -337,7 +384,7 @@ impl<T: Exporter> ExporterVTable<T> {
             let data = unsafe { Self::data(buf) };
             // SAFETY: The core calls `vmap` with the reservation lock held (`dma_buf_vmap()`).
             let locked = unsafe { ResvLocked::new(buf) };
-            let vaddr = T::vmap(data, &locked)?;
+            let vaddr = T::vmap(data, &locked)?.0;
             // SAFETY: `map` is valid for writing (`iosys_map_set_vaddr()`).
             unsafe {
                 map.write(bindings::iosys_map {

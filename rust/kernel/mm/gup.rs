@@ -142,8 +142,8 @@ pub enum Accounting {
 ///
 /// # Invariants
 ///
-/// `self.0` is empty (zeroed) or a charge made by `pin_user_pages_fd()` with `PIN_FD_ACCOUNT`,
-/// which only this object returns.
+/// `self.0` is empty (zeroed) or a charge made by `pin_user_pages_fd()` with `PIN_FD_ACCOUNT` or
+/// by `pin_fd_account_charge()`, which only this object returns.
 struct MemlockCharge(bindings::pin_fd_account);
 
 impl MemlockCharge {
@@ -512,13 +512,15 @@ impl PinnedPages<LongTerm> {
 /// Long-term pins of ranges of files being gathered into one [`PinnedPages`], from
 /// [`PinnedPages::pin_fd_ranges`].
 ///
-/// Dropping it, or a failed [`FdRangePins::pin`], releases the pages pinned so far, clean since
-/// nothing can have written to them through the pins yet, and returns the charge.
+/// Dropping it releases the pages pinned so far, clean since nothing can have written to them
+/// through the pins yet, and returns the charge; a failed [`FdRangePins::pin`] leaves the earlier
+/// ranges pinned.
 ///
 /// # Invariants
 ///
 /// `pins.pages` has room for `nr_pages` pages, `pins.dirty` is false, and `pins.charge` is empty or
 /// the charge for `nr_pages` pages. Every page in `pins.pages` was pinned with `flags`.
+#[must_use]
 pub struct FdRangePins {
     pins: PinnedPages<LongTerm>,
     nr_pages: usize,
@@ -551,15 +553,17 @@ impl FdRangePins {
             )
         };
         let pinned = usize::try_from(ret).map_err(|_| Error::from_errno(ret as c_int))?;
-        // `pin_user_pages_fd()` pins all the pages or none.
-        if pinned != nr_pages {
-            return Err(EFAULT);
-        }
-        // SAFETY: The call stored `nr_pages` page pointers, none of them NULL, after the first
-        // `len` entries, within the capacity.
+        // `pin_user_pages_fd()` pins all the pages or none; should it ever return fewer, the pins
+        // it took are kept, to be released with the others.
+        let kept = pinned.min(nr_pages);
+        // SAFETY: The call stored `pinned` page pointers, none of them NULL, after the first `len`
+        // entries; at most `nr_pages` of them, within the capacity, are taken.
         // INVARIANT: The new entries are long-term pins taken with `self.flags`, which `self.pins`
         // releases.
-        unsafe { self.pins.pages.inc_len(nr_pages) };
+        unsafe { self.pins.pages.inc_len(kept) };
+        if kept < nr_pages {
+            return Err(EFAULT);
+        }
         Ok(())
     }
 
