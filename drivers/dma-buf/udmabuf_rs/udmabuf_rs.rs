@@ -376,12 +376,13 @@ impl Exporter for Udmabuf {
         let runs = buf.pages.folio_runs(first..end).ok_or(EINVAL)?;
         // Map each physically contiguous stretch of runs (consecutive pages of a folio, and the
         // folios that follow them in memory) with one call.
+        let vma = vma.set_pfnmap()?;
         let mut addr = vma.start();
         let mut remap = |(pfn, nr): (usize, usize)| {
             // SAFETY: A stretch is the union of runs whose PFNs adjoin, each `nr_pages()`
             // consecutive pages of one folio: every PFN mapped is that of a pinned page, which
             // stays pinned until the dma-buf is released, and the vma holds a reference to the
-            // dma-buf's file. Nothing makes this vma a mixed map.
+            // dma-buf's file.
             unsafe { vma.remap_pfn_range(addr, pfn, nr * PAGE_SIZE) }?;
             addr += nr * PAGE_SIZE;
             Ok::<(), Error>(())
