@@ -553,7 +553,10 @@ mod tests {
         };
         let pins = [pin(&files[0])?, pin(&files[1])?];
         let import = buf.import(bound, DataDirection::Bidirectional)?;
-        assert!(table_maps(import.table(), pins.iter().flat_map(|p| p.iter()))?);
+        assert!(table_maps(
+            import.table(),
+            pins.iter().flat_map(|p| p.iter())
+        )?);
         Ok(())
     }
 
@@ -611,14 +614,13 @@ mod tests {
             unsafe { bindings::memfd_fcntl(file.as_ptr(), uapi::F_ADD_SEALS, uapi::F_SEAL_SHRINK) };
         to_result(ret as c_int)?;
         // Pages 1 to the end, then page 0: a run of 511 pages, one of 512, and one page.
-        let items = [(PAGE_SIZE, len - PAGE_SIZE), (0, PAGE_SIZE)].map(|(offset, size)| {
-            CreateItem {
+        let items =
+            [(PAGE_SIZE, len - PAGE_SIZE), (0, PAGE_SIZE)].map(|(offset, size)| CreateItem {
                 memfd: 0,
                 pad: 0,
                 offset: offset as u64,
                 size: size as u64,
-            }
-        });
+            });
         let memfd: &LocalFile = &file;
         let buf = export(&dev.into(), &items, |_| Ok(ARef::from(memfd)))?;
         let pins = PinnedPages::pin_user_pages_fd(
@@ -630,7 +632,10 @@ mod tests {
         )?;
         let order = Iterator::chain(1..len / PAGE_SIZE, 0..1);
         let import = buf.import(bound, DataDirection::Bidirectional)?;
-        assert!(table_maps(import.table(), order.filter_map(|i| pins.page(i)))?);
+        assert!(table_maps(
+            import.table(),
+            order.filter_map(|i| pins.page(i))
+        )?);
         Ok(())
     }
 }
