@@ -639,6 +639,14 @@ pub struct FolioRuns<'a> {
     pages: &'a [NonNull<bindings::page>],
 }
 
+impl<'a> FolioRuns<'a> {
+    /// Returns the entries not walked yet, for C functions that take an array of pages.
+    #[inline]
+    pub(crate) fn as_raw_pages(&self) -> &'a [NonNull<bindings::page>] {
+        self.pages
+    }
+}
+
 impl<'a> Iterator for FolioRuns<'a> {
     type Item = FolioRun<'a>;
 
