@@ -221,7 +221,7 @@ impl MiscDevice for UdmabufFile {
                 let items: KVVec<CreateItem> =
                     UserSlice::new(UserPtr::from_addr(arg + size_of::<CreateList>()), len)
                         .reader()
-                        .read_vec(count, GFP_KERNEL | __GFP_NOWARN)?;
+                        .read_vec(count, GFP_KERNEL)?;
                 me.create(head.flags, &items)
             }
             _ => Err(ENOTTY),

@@ -231,14 +231,11 @@ unsafe impl<T: PinTerm> Sync for PinnedPages<T> {}
 
 impl<T: PinTerm> PinnedPages<T> {
     /// Allocates room for `nr_pages` page pointers.
-    ///
-    /// The number comes from the caller's user: an array too large to allocate fails with
-    /// [`ENOMEM`], without the warning `kvmalloc()` gives for more than `INT_MAX` bytes.
     fn alloc(nr_pages: usize) -> Result<KVVec<NonNull<bindings::page>>> {
         if nr_pages == 0 {
             return Err(EINVAL);
         }
-        Ok(KVVec::with_capacity(nr_pages, GFP_KERNEL | __GFP_NOWARN)?)
+        Ok(KVVec::with_capacity(nr_pages, GFP_KERNEL)?)
     }
 
     /// The array a GUP call fills, as C sees it.

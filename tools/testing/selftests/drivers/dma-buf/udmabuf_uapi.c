@@ -1014,8 +1014,8 @@ TEST_F(udmabuf, partial_munmap)
  * within the default size_limit_mb (INT_MAX MiB): the drivers fill the holes
  * as they pin. Not 1 TiB: the array of page pointers the drivers allocate
  * for a buffer (8 bytes a page) would be more than the INT_MAX bytes that
- * kvmalloc() accepts, which it refuses with a WARN_ON_ONCE(), and both
- * would fail with ENOMEM before they pin the range.
+ * kvmalloc() accepts, and both would fail with ENOMEM before they pin the
+ * range.
  */
 #define SPARSE_BYTES	(16ULL << 30)
 
