@@ -836,19 +836,28 @@ static void gen_input(struct input *in)
 }
 
 /*
+ * How many items of @in the drivers check: none for other ioctls and lists
+ * over list_limit, else those of the create or the list that were generated.
+ */
+static unsigned int items_checked(const struct input *in)
+{
+	unsigned int n = in->op == OP_CREATE ? 1 : in->count;
+
+	if (in->op == OP_OTHER || (in->op == OP_LIST && in->count > list_limit))
+		return 0;
+	return n > in->nitems ? in->nitems : n;
+}
+
+/*
  * Whether @in passes size_limit_mb with more than SAFE_BYTES (and a few
  * pages), which would have the drivers allocate large page arrays before
  * failing.
  */
 static bool too_big(const struct input *in)
 {
-	unsigned int i, n = in->op == OP_CREATE ? 1 : in->count;
+	unsigned int i, n = items_checked(in);
 	__u64 pages = 0;
 
-	if (in->op == OP_OTHER || (in->op == OP_LIST && in->count > list_limit))
-		return false;
-	if (n > in->nitems)
-		n = in->nitems;
 	for (i = 0; i < n; i++) {
 		const struct udmabuf_create_item *it = &in->items[i].it;
 
@@ -868,12 +877,8 @@ static bool too_big(const struct input *in)
  */
 static bool fills_holes(const struct input *in)
 {
-	unsigned int i, n = in->op == OP_CREATE ? 1 : in->count;
+	unsigned int i, n = items_checked(in);
 
-	if (in->op == OP_OTHER || (in->op == OP_LIST && in->count > list_limit))
-		return false;
-	if (n > in->nitems)
-		n = in->nitems;
 	for (i = 0; i < n; i++) {
 		const struct udmabuf_create_item *it = &in->items[i].it;
 		const struct file_ent *f = sparse_file(it->memfd);

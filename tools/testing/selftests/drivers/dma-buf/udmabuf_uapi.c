@@ -535,6 +535,23 @@ static int memfd_filled(size_t size, unsigned int seed)
 	return memfd;
 }
 
+/*
+ * A buffer on @dev of a new memfd of @size bytes filled with 1, mapped shared
+ * and writable: the mapping, or MAP_FAILED with -1 in @memfd, or a -errno in
+ * @buf, for the step that failed.
+ */
+static unsigned char *map_new_buffer(int dev, size_t size, int *memfd, int *buf)
+{
+	*buf = -1;
+	*memfd = memfd_filled(size, 1);
+	if (*memfd < 0)
+		return MAP_FAILED;
+	*buf = create(dev, *memfd, 0, size);
+	if (*buf < 0)
+		return MAP_FAILED;
+	return mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, *buf, 0);
+}
+
 /* Whether bytes [@from, @to) of @memfd hold what fill() writes with @seed. */
 static bool memfd_holds(int memfd, size_t size, size_t from, size_t to, unsigned int seed)
 {
@@ -740,12 +757,9 @@ TEST_F(udmabuf, sync_end_without_start)
 		int memfd, buf, ret;
 		unsigned char *map;
 
-		memfd = memfd_filled(size, 1);
-		ASSERT_LE(0, memfd);
-		buf = create(self->dev[d], memfd, 0, size);
-		ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
-		map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
-		ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+		map = map_new_buffer(self->dev[d], size, &memfd, &buf);
+		ASSERT_NE(MAP_FAILED, map)
+			TH_LOG("%s: memfd %d, buffer %d (-errno), mmap", name, memfd, buf);
 
 		for (size_t i = 0; i < ARRAY_SIZE(dirs); i++) {
 			ret = buf_sync(buf, DMA_BUF_SYNC_END | dirs[i]);
@@ -828,12 +842,9 @@ TEST_F(udmabuf, mremap)
 		char flags[256];
 		void *ret;
 
-		memfd = memfd_filled(size, 1);
-		ASSERT_LE(0, memfd);
-		buf = create(self->dev[d], memfd, 0, size);
-		ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
-		map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
-		ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+		map = map_new_buffer(self->dev[d], size, &memfd, &buf);
+		ASSERT_NE(MAP_FAILED, map)
+			TH_LOG("%s: memfd %d, buffer %d (-errno), mmap", name, memfd, buf);
 		EXPECT_TRUE(same(map, size, 1)) TH_LOG("%s: before mremap", name);
 
 		/* A free range to move to, away from the mapping. */
@@ -898,12 +909,9 @@ TEST_F(udmabuf, fork)
 		int memfd, buf, status;
 		pid_t pid;
 
-		memfd = memfd_filled(size, 1);
-		ASSERT_LE(0, memfd);
-		buf = create(self->dev[d], memfd, 0, size);
-		ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
-		map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
-		ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+		map = map_new_buffer(self->dev[d], size, &memfd, &buf);
+		ASSERT_NE(MAP_FAILED, map)
+			TH_LOG("%s: memfd %d, buffer %d (-errno), mmap", name, memfd, buf);
 		/* Written by the parent, and not read before the fork. */
 		fill_range(map, 0, half, 3);
 		created = pins_settled();
@@ -977,12 +985,9 @@ TEST_F(udmabuf, partial_munmap)
 			unsigned char *map;
 			int memfd, buf;
 
-			memfd = memfd_filled(size, 1);
-			ASSERT_LE(0, memfd);
-			buf = create(self->dev[d], memfd, 0, size);
-			ASSERT_LE(0, buf) TH_LOG("%s: create: %s", name, strerror(-buf));
-			map = mmap(NULL, size, PROT_READ | PROT_WRITE, MAP_SHARED, buf, 0);
-			ASSERT_NE(MAP_FAILED, map) TH_LOG("%s: mmap", name);
+			map = map_new_buffer(self->dev[d], size, &memfd, &buf);
+			ASSERT_NE(MAP_FAILED, map)
+				TH_LOG("%s: memfd %d, buffer %d (-errno), mmap", name, memfd, buf);
 			if (touched)
 				EXPECT_TRUE(same(map, size, 1)) TH_LOG("%s: before munmap", name);
 
