@@ -218,10 +218,12 @@ impl MiscDevice for UdmabufFile {
                 }
                 let count = head.count as usize;
                 let len = count.checked_mul(size_of::<CreateItem>()).ok_or(EINVAL)?;
-                let items: KVVec<CreateItem> =
+                // One kmalloc() as memdup_user() makes: a list too long for it fails with
+                // ENOMEM, and without a warning, however high the limit.
+                let items: KVec<CreateItem> =
                     UserSlice::new(UserPtr::from_addr(arg + size_of::<CreateList>()), len)
                         .reader()
-                        .read_vec(count, GFP_KERNEL)?;
+                        .read_vec(count, GFP_KERNEL | __GFP_NOWARN)?;
                 me.create(head.flags, &items)
             }
             _ => Err(ENOTTY),
