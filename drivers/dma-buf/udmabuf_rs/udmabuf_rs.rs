@@ -358,10 +358,16 @@ impl Udmabuf {
 #[vtable]
 impl Exporter for Udmabuf {
     type Ptr = Pin<KBox<Self>>;
+    type AttachData = ();
+
+    fn attach(_buf: Pin<&Self>, _attachment: &Attachment) -> Result {
+        Ok(())
+    }
 
     fn map(
         buf: Pin<&Self>,
         attachment: &Attachment,
+        _data: &(),
         dir: DataDirection,
         _locked: &ResvLocked<'_>,
     ) -> Result<KBox<MappedSGTable>> {
@@ -451,6 +457,7 @@ mod tests {
     use super::*;
     use kernel::{
         device::Bound,
+        dma_buf::Import,
         error::{
             from_err_ptr,
             to_result, //
@@ -458,7 +465,15 @@ mod tests {
         faux,
         page::BorrowedPage,
         scatterlist::SGTable,
-        sizes::SZ_2M, //
+        sizes::SZ_2M,
+        sync::{
+            atomic::{
+                Atomic,
+                Relaxed, //
+            },
+            Arc,
+            ArcBorrow, //
+        }, //
     };
 
     const NR: usize = 64;
@@ -638,6 +653,143 @@ mod tests {
             import.table(),
             order.filter_map(|i| pins.page(i))
         )?);
+        Ok(())
+    }
+
+    /// A second exporter, not shaped like udmabuf: each attachment maps a window of the buffer of
+    /// its own, the next one free when it attaches, and the buffer counts the maps, unmaps and
+    /// detaches of each window.
+    struct Windows {
+        pages: PinnedPages<LongTerm>,
+        next: Atomic<usize>,
+        maps: [Atomic<usize>; WINDOWS],
+        unmaps: [Atomic<usize>; WINDOWS],
+        detaches: [Atomic<usize>; WINDOWS],
+    }
+
+    const WINDOWS: usize = 2;
+
+    /// The data of an attachment of [`Windows`]: its window, and the buffer's counters.
+    struct Window {
+        index: usize,
+        buf: Arc<Windows>,
+    }
+
+    impl Drop for Window {
+        fn drop(&mut self) {
+            self.buf.detaches[self.index].fetch_add(1, Relaxed);
+        }
+    }
+
+    impl Windows {
+        /// The pages of window `index`.
+        fn window(&self, index: usize) -> core::ops::Range<usize> {
+            let len = self.pages.len() / WINDOWS;
+            index * len..(index + 1) * len
+        }
+    }
+
+    #[vtable]
+    impl Exporter for Windows {
+        type Ptr = Arc<Self>;
+        type AttachData = Window;
+
+        fn attach(buf: ArcBorrow<'_, Self>, _attachment: &Attachment) -> Result<Window> {
+            let index = buf.next.fetch_add(1, Relaxed);
+            if index >= WINDOWS {
+                return Err(ENOSPC);
+            }
+            Ok(Window {
+                index,
+                buf: buf.into(),
+            })
+        }
+
+        fn map(
+            buf: ArcBorrow<'_, Self>,
+            attachment: &Attachment,
+            data: &Window,
+            dir: DataDirection,
+            _locked: &ResvLocked<'_>,
+        ) -> Result<KBox<MappedSGTable>> {
+            let runs = buf.pages.folio_runs(buf.window(data.index)).ok_or(EINVAL)?;
+            // SAFETY: The pages are pinned until the buffer is dropped, after its attachments'
+            // tables, and the attached device stays valid until it detaches, after its unmap.
+            let table = unsafe {
+                MappedSGTable::new(
+                    attachment.device(),
+                    runs,
+                    dir,
+                    DMA_ATTR_SKIP_CPU_SYNC,
+                    GFP_KERNEL,
+                )
+            }?;
+            buf.maps[data.index].fetch_add(1, Relaxed);
+            Ok(table)
+        }
+
+        fn unmap(
+            buf: ArcBorrow<'_, Self>,
+            _attachment: &Attachment,
+            data: &Window,
+            table: KBox<MappedSGTable>,
+            _locked: &ResvLocked<'_>,
+        ) {
+            drop(table);
+            buf.unmaps[data.index].fetch_add(1, Relaxed);
+        }
+    }
+
+    /// Returns the maps, unmaps and detaches of each window of `buf`.
+    fn window_counts(buf: &Windows) -> [[usize; WINDOWS]; 3] {
+        [&buf.maps, &buf.unmaps, &buf.detaches].map(|c| c.each_ref().map(|n| n.load(Relaxed)))
+    }
+
+    #[test]
+    fn attachments_have_their_own_windows() -> Result {
+        let importer = faux::Registration::new(c"udmabuf_rs_kunit_windows", None)?;
+        let bound: &Device<Bound> = importer.as_ref().as_ref();
+        let dev: &Device = bound;
+        // SAFETY: Nothing maps for the new device yet.
+        unsafe { dma::coerce_mask_and_coherent(dev, DmaMask::new::<64>())? };
+        let file = memfd(3)?;
+        let pages =
+            PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::empty(), Accounting::None)?;
+        let windows = Arc::new(
+            Windows {
+                pages,
+                next: Atomic::new(0),
+                maps: core::array::from_fn(|_| Atomic::new(0)),
+                unmaps: core::array::from_fn(|_| Atomic::new(0)),
+                detaches: core::array::from_fn(|_| Atomic::new(0)),
+            },
+            GFP_KERNEL,
+        )?;
+        let buf = DmaBuf::export::<Windows>(windows.clone(), NR * PAGE_SIZE, O_RDWR)?;
+
+        // Two attachments at once, each mapped for its own window.
+        let imports: [Import<'_>; WINDOWS] = [
+            buf.import(bound, DataDirection::ToDevice)?,
+            buf.import(bound, DataDirection::FromDevice)?,
+        ];
+        for (index, import) in imports.iter().enumerate() {
+            let pages = windows.window(index).filter_map(|i| windows.pages.page(i));
+            assert!(table_maps(import.table(), pages)?);
+        }
+        assert_eq!(window_counts(&windows), [[1, 1], [0, 0], [0, 0]]);
+        // The exporter refuses a third device, and keeps no data for it.
+        assert_eq!(
+            buf.import(bound, DataDirection::ToDevice).err(),
+            Some(ENOSPC)
+        );
+        assert_eq!(window_counts(&windows), [[1, 1], [0, 0], [0, 0]]);
+
+        // Each attachment is unmapped and detached on its own.
+        let [first, second] = imports;
+        drop(second);
+        assert_eq!(window_counts(&windows), [[1, 1], [0, 1], [0, 1]]);
+        drop(first);
+        assert_eq!(window_counts(&windows), [[1, 1], [1, 1], [1, 1]]);
         Ok(())
     }
 }
