@@ -217,7 +217,9 @@ impl MiscDevice for UdmabufFile {
                     return Err(EINVAL);
                 }
                 let count = head.count as usize;
-                let len = count.checked_mul(size_of::<CreateItem>()).ok_or(EINVAL)?;
+                let len = count
+                    .checked_mul(size_of::<CreateItem>())
+                    .ok_or(EOVERFLOW)?;
                 // One kmalloc() as memdup_user() makes: a list too long for it fails with
                 // ENOMEM, and without a warning, however high the limit.
                 let items: KVec<CreateItem> =
@@ -657,8 +659,8 @@ mod tests {
     }
 
     /// A second exporter, not shaped like udmabuf: each attachment maps a window of the buffer of
-    /// its own, the next one free when it attaches, and the buffer counts the maps, unmaps and
-    /// detaches of each window.
+    /// its own, handed out in order as attachments are made (a refused one uses none up), and the
+    /// buffer counts the maps, unmaps and detaches of each window.
     struct Windows {
         pages: PinnedPages<LongTerm>,
         next: Atomic<usize>,
@@ -695,10 +697,12 @@ mod tests {
         type AttachData = Window;
 
         fn attach(buf: ArcBorrow<'_, Self>, _attachment: &Attachment) -> Result<Window> {
-            let index = buf.next.fetch_add(1, Relaxed);
+            let index = buf.next.load(Relaxed);
             if index >= WINDOWS {
                 return Err(ENOSPC);
             }
+            // The test attaches from one thread.
+            buf.next.store(index + 1, Relaxed);
             Ok(Window {
                 index,
                 buf: buf.into(),
@@ -732,10 +736,9 @@ mod tests {
             buf: ArcBorrow<'_, Self>,
             _attachment: &Attachment,
             data: &Window,
-            table: KBox<MappedSGTable>,
+            _table: &MappedSGTable,
             _locked: &ResvLocked<'_>,
         ) {
-            drop(table);
             buf.unmaps[data.index].fetch_add(1, Relaxed);
         }
     }
@@ -777,7 +780,7 @@ mod tests {
             assert!(table_maps(import.table(), pages)?);
         }
         assert_eq!(window_counts(&windows), [[1, 1], [0, 0], [0, 0]]);
-        // The exporter refuses a third device, and keeps no data for it.
+        // The exporter refuses a third attachment, and keeps no data for it.
         assert_eq!(
             buf.import(bound, DataDirection::ToDevice).err(),
             Some(ENOSPC)
