@@ -9,13 +9,17 @@
 //! # Locking
 //!
 //! The core serialises the callbacks that map the buffer for devices and for the kernel with the
-//! dma-buf's reservation lock (`dma_resv_lock()`): [`Exporter::map`], [`Exporter::vmap`] and
-//! [`Exporter::vunmap`] run with it held and receive a [`ResvLocked`] as proof, which their
-//! trampolines check with lockdep, and so does the drop of the table [`Exporter::map`] returned
-//! (`unmap_dma_buf`). The others take
-//! no lock of the dma-buf: [`Exporter::mmap`] runs with the mmap lock of the mapping process held
-//! for writing, and [`Exporter::begin_cpu_access`] and [`Exporter::end_cpu_access`] may run at
-//! the same time as any callback, in several threads at once.
+//! dma-buf's reservation lock (`dma_resv_lock()`): [`Exporter::map`], [`Exporter::unmap`],
+//! [`Exporter::vmap`] and [`Exporter::vunmap`] run with it held and receive a [`ResvLocked`] as
+//! proof, which their trampolines check with lockdep; the table [`Exporter::map`] returned is
+//! dropped under the lock too (`unmap_dma_buf`).
+//!
+//! The others take no lock of the dma-buf. [`Exporter::attach`] runs before its attachment is
+//! mapped, possibly at the same time as the attach of another device and as the map and unmap of
+//! other attachments; the attachment's data is dropped after its last unmap, when the device
+//! detaches, possibly on another thread. [`Exporter::mmap`] runs with the mmap lock of the mapping
+//! process held for writing, and [`Exporter::begin_cpu_access`] and [`Exporter::end_cpu_access`]
+//! may run at the same time as any callback, in several threads at once.
 //!
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h)
 
@@ -146,18 +150,47 @@ impl Attachment {
 #[vtable]
 pub trait Exporter: Sized {
     /// The pointer to the buffer's data that the dma-buf owns.
-    type Ptr: ForeignOwnable + Send + Sync;
+    type Ptr: ForeignOwnable + Send + Sync + 'static;
 
-    /// Maps the buffer for the device of `attachment` (`map_dma_buf`).
+    /// The data of an attachment, `()` for none: made by [`Exporter::attach`], lent to
+    /// [`Exporter::map`] and [`Exporter::unmap`], and dropped when the device detaches.
+    type AttachData: Send + Sync + 'static;
+
+    /// Attaches the device of `attachment` to the buffer (`attach`), and returns the attachment's
+    /// data; an error refuses the device.
+    ///
+    /// Called without a lock of the dma-buf, before the attachment is mapped.
+    fn attach(
+        buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        attachment: &Attachment,
+    ) -> Result<Self::AttachData>;
+
+    /// Maps the buffer for the device of `attachment` (`map_dma_buf`); `data` is the data
+    /// [`Exporter::attach`] made for it.
     ///
     /// Called with the reservation lock of the dma-buf held. The importer owns the table until it
-    /// gives it back, when it is dropped (`unmap_dma_buf`), also under the lock.
+    /// gives it back (`unmap_dma_buf`), also under the lock, when [`Exporter::unmap`] takes it.
     fn map(
         buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
         attachment: &Attachment,
+        data: &Self::AttachData,
         dir: DataDirection,
         locked: &ResvLocked<'_>,
     ) -> Result<KBox<MappedSGTable>>;
+
+    /// The importer gives back `table`, which [`Exporter::map`] made for `attachment`
+    /// (`unmap_dma_buf`): the table is dropped, which unmaps it, when this returns.
+    ///
+    /// Called with the reservation lock of the dma-buf held.
+    fn unmap(
+        _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
+        _attachment: &Attachment,
+        _data: &Self::AttachData,
+        _table: &MappedSGTable,
+        _locked: &ResvLocked<'_>,
+    ) {
+        build_error!(VTABLE_DEFAULT_ERROR)
+    }
 
     /// Maps the buffer into a user address space (`mmap`).
     ///
@@ -262,6 +295,8 @@ impl<T: Exporter> ExporterVTable<T> {
     };
 
     const OPS: bindings::dma_buf_ops = bindings::dma_buf_ops {
+        attach: Some(Self::attach),
+        detach: Some(Self::detach),
         map_dma_buf: Some(Self::map_dma_buf),
         unmap_dma_buf: Some(Self::unmap_dma_buf),
         release: Some(Self::release),
@@ -305,6 +340,55 @@ impl<T: Exporter> ExporterVTable<T> {
         unsafe { T::Ptr::borrow((*buf).priv_) }
     }
 
+    /// Borrows the data of an attachment of a dma-buf of this exporter.
+    ///
+    /// # Safety
+    ///
+    /// `attach` must be a valid attachment of a dma-buf exported by [`DmaBuf::export::<T>`], that
+    /// is not detached for `'a`.
+    unsafe fn attach_data<'a>(attach: *mut bindings::dma_buf_attachment) -> &'a T::AttachData {
+        // SAFETY: Every attachment of such a dma-buf went through `attach`, which stored a
+        // `KBox<T::AttachData>` in `priv`: `dma_buf_dynamic_attach()`, the only maker of
+        // attachments, frees the attachment if `attach` fails. `detach` takes the box back, and the
+        // attachment is not detached for `'a`.
+        unsafe { &*(*attach).priv_.cast::<T::AttachData>() }
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core, with a valid dma-buf of this exporter and a new attachment.
+    unsafe extern "C" fn attach(
+        buf: *mut bindings::dma_buf,
+        attach: *mut bindings::dma_buf_attachment,
+    ) -> c_int {
+        from_result(|| {
+            // SAFETY: The dma-buf is valid during the call.
+            let data = unsafe { Self::data(buf) };
+            // SAFETY: The attachment and its device stay valid during the call.
+            let attachment = unsafe { Attachment::from_raw(attach) };
+            let attach_data = KBox::new(T::attach(data, attachment)?, GFP_KERNEL)?;
+            // SAFETY: `priv` belongs to the exporter (`struct dma_buf_attachment`), and the new
+            // attachment is not on the dma-buf's list until the call returns: nothing else reads
+            // or writes it. `detach` takes the box back.
+            unsafe { (*attach).priv_ = KBox::into_raw(attach_data).cast() };
+            Ok(0)
+        })
+    }
+
+    /// # Safety
+    ///
+    /// Called by the dma-buf core from `dma_buf_detach()`, with an attachment of a dma-buf of this
+    /// exporter, which it frees right after.
+    unsafe extern "C" fn detach(
+        _buf: *mut bindings::dma_buf,
+        attach: *mut bindings::dma_buf_attachment,
+    ) {
+        // SAFETY: The attachment went through `attach`, which stored a `KBox<T::AttachData>` in
+        // `priv` (see `attach_data`). The attachment is freed after this call, so no map or unmap
+        // of it can follow, and none runs now: the importer unmaps before it detaches.
+        drop(unsafe { KBox::from_raw((*attach).priv_.cast::<T::AttachData>()) });
+    }
+
     /// # Safety
     ///
     /// Called by the dma-buf core, with a valid attachment of a dma-buf of this exporter.
@@ -318,10 +402,13 @@ impl<T: Exporter> ExporterVTable<T> {
             let data = unsafe { Self::data((*attach).dmabuf) };
             // SAFETY: The attachment and its device stay valid during the call.
             let attachment = unsafe { Attachment::from_raw(attach) };
+            // SAFETY: The attachment is valid during the call, so not detached: `dma_buf_detach()`
+            // frees it.
+            let attach_data = unsafe { Self::attach_data(attach) };
             // SAFETY: The core calls `map_dma_buf` with the reservation lock held
             // (`dma_buf_map_attachment()`), until it returns.
             let locked = unsafe { ResvLocked::new((*attach).dmabuf) };
-            let table = T::map(data, attachment, dir, &locked)?;
+            let table = T::map(data, attachment, attach_data, dir, &locked)?;
             // The importer gets DMA addresses for its device, in the direction it asked for.
             if !core::ptr::eq(table.device(), attachment.device()) || table.direction() != dir {
                 return Err(EINVAL);
@@ -344,10 +431,24 @@ impl<T: Exporter> ExporterVTable<T> {
     ) {
         // SAFETY: The attachment is valid during the call; the core calls `unmap_dma_buf` with
         // the reservation lock held (`dma_buf_unmap_attachment()`).
-        let _locked = unsafe { ResvLocked::new((*attach).dmabuf) };
+        let locked = unsafe { ResvLocked::new((*attach).dmabuf) };
         // SAFETY: `sgt` comes from `MappedSGTable::into_raw` in `map_dma_buf`, and the importer
         // gives it back.
-        drop(unsafe { MappedSGTable::from_raw(sgt) });
+        let table = unsafe { MappedSGTable::from_raw(sgt) };
+        if T::HAS_UNMAP {
+            // SAFETY: The attachment, its dma-buf and its device are valid during the call, so
+            // the attachment is not detached: `dma_buf_detach()` frees it.
+            let (data, attachment, attach_data) = unsafe {
+                (
+                    Self::data((*attach).dmabuf),
+                    Attachment::from_raw(attach),
+                    Self::attach_data(attach),
+                )
+            };
+            T::unmap(data, attachment, attach_data, &table, &locked);
+        }
+        // Dropping the table unmaps it, with the lock held.
+        drop(table);
     }
 
     /// # Safety
