@@ -540,13 +540,20 @@ mod tests {
         Ok(ok)
     }
 
+    /// Registers a faux device named `name` for a test's importer, with a 64-bit DMA mask.
+    fn new_importer(name: &'static CStr) -> Result<faux::Registration> {
+        let importer = faux::Registration::new(name, None)?;
+        let bound: &Device<Bound> = importer.as_ref().as_ref();
+        // SAFETY: Nothing maps for the new device yet.
+        unsafe { dma::coerce_mask_and_coherent(bound, DmaMask::new::<64>())? };
+        Ok(importer)
+    }
+
     #[test]
     fn importers_see_memfd_data() -> Result {
-        let importer = faux::Registration::new(c"udmabuf_rs_kunit", None)?;
+        let importer = new_importer(c"udmabuf_rs_kunit")?;
         let bound: &Device<Bound> = importer.as_ref().as_ref();
         let dev: &Device = bound;
-        // SAFETY: Nothing maps for the new device yet.
-        unsafe { dma::coerce_mask_and_coherent(dev, DmaMask::new::<64>())? };
         let files = [memfd(1)?, memfd(1)?];
         let items = [0, 1].map(|memfd| CreateItem {
             memfd,
@@ -609,11 +616,9 @@ mod tests {
     #[test]
     fn hugetlb_table_has_an_entry_per_stretch() -> Result {
         const FOLIOS: usize = 2;
-        let importer = faux::Registration::new(c"udmabuf_rs_kunit_huge", None)?;
+        let importer = new_importer(c"udmabuf_rs_kunit_huge")?;
         let bound: &Device<Bound> = importer.as_ref().as_ref();
         let dev: &Device = bound;
-        // SAFETY: Nothing maps for the new device yet.
-        unsafe { dma::coerce_mask_and_coherent(dev, DmaMask::new::<64>())? };
         let len = FOLIOS * SZ_2M;
         // SAFETY: The name is a NUL-terminated string, and the `MFD_*` flags are valid.
         let file = from_err_ptr(unsafe {
@@ -750,11 +755,8 @@ mod tests {
 
     #[test]
     fn attachments_have_their_own_windows() -> Result {
-        let importer = faux::Registration::new(c"udmabuf_rs_kunit_windows", None)?;
+        let importer = new_importer(c"udmabuf_rs_kunit_windows")?;
         let bound: &Device<Bound> = importer.as_ref().as_ref();
-        let dev: &Device = bound;
-        // SAFETY: Nothing maps for the new device yet.
-        unsafe { dma::coerce_mask_and_coherent(dev, DmaMask::new::<64>())? };
         let file = memfd(3)?;
         let pages =
             PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::empty(), Accounting::None)?;
