@@ -36,6 +36,7 @@ pub mod exporter;
 
 pub use exporter::{
     Attachment,
+    AttachmentData,
     Exporter,
     KernelMapping,
     ResvLocked, //

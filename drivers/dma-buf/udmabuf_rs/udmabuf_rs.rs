@@ -362,10 +362,6 @@ impl Exporter for Udmabuf {
     type Ptr = Pin<KBox<Self>>;
     type AttachData = ();
 
-    fn attach(_buf: Pin<&Self>, _attachment: &Attachment) -> Result {
-        Ok(())
-    }
-
     fn map(
         buf: Pin<&Self>,
         attachment: &Attachment,
@@ -459,7 +455,10 @@ mod tests {
     use super::*;
     use kernel::{
         device::Bound,
-        dma_buf::Import,
+        dma_buf::{
+            AttachmentData,
+            Import, //
+        },
         error::{
             from_err_ptr,
             to_result, //
@@ -696,12 +695,8 @@ mod tests {
         }
     }
 
-    #[vtable]
-    impl Exporter for Windows {
-        type Ptr = Arc<Self>;
-        type AttachData = Window;
-
-        fn attach(buf: ArcBorrow<'_, Self>, _attachment: &Attachment) -> Result<Window> {
+    impl AttachmentData<Windows> for Window {
+        fn attach(buf: ArcBorrow<'_, Windows>, _attachment: &Attachment) -> Result<Window> {
             let index = buf.next.load(Relaxed);
             if index >= WINDOWS {
                 return Err(ENOSPC);
@@ -713,6 +708,12 @@ mod tests {
                 buf: buf.into(),
             })
         }
+    }
+
+    #[vtable]
+    impl Exporter for Windows {
+        type Ptr = Arc<Self>;
+        type AttachData = Window;
 
         fn map(
             buf: ArcBorrow<'_, Self>,

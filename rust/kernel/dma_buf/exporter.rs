@@ -14,7 +14,7 @@
 //! proof, which their trampolines check with lockdep; the table [`Exporter::map`] returned is
 //! dropped under the lock too (`unmap_dma_buf`).
 //!
-//! The others take no lock of the dma-buf. [`Exporter::attach`] runs before its attachment is
+//! The others take no lock of the dma-buf. [`AttachmentData::attach`] runs before its attachment is
 //! mapped, possibly at the same time as the attach of another device and as the map and unmap of
 //! other attachments; the attachment's data is dropped after its last unmap, when the device
 //! detaches, possibly on another thread. [`Exporter::mmap`] runs with the mmap lock of the mapping
@@ -152,21 +152,13 @@ pub trait Exporter: Sized {
     /// The pointer to the buffer's data that the dma-buf owns.
     type Ptr: ForeignOwnable + Send + Sync + 'static;
 
-    /// The data of an attachment, `()` for none: made by [`Exporter::attach`], lent to
-    /// [`Exporter::map`] and [`Exporter::unmap`], and dropped when the device detaches.
-    type AttachData: Send + Sync + 'static;
-
-    /// Attaches the device of `attachment` to the buffer (`attach`), and returns the attachment's
-    /// data; an error refuses the device.
-    ///
-    /// Called without a lock of the dma-buf, before the attachment is mapped.
-    fn attach(
-        buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
-        attachment: &Attachment,
-    ) -> Result<Self::AttachData>;
+    /// The data of an attachment: made by [`AttachmentData::attach`], lent to
+    /// [`Exporter::map`] and [`Exporter::unmap`], and dropped when the device detaches. `()` for
+    /// none.
+    type AttachData: AttachmentData<Self>;
 
     /// Maps the buffer for the device of `attachment` (`map_dma_buf`); `data` is the data
-    /// [`Exporter::attach`] made for it.
+    /// [`AttachmentData::attach`] made for it.
     ///
     /// Called with the reservation lock of the dma-buf held. The importer owns the table until it
     /// gives it back (`unmap_dma_buf`), also under the lock, when [`Exporter::unmap`] takes it.
@@ -249,6 +241,36 @@ pub trait Exporter: Sized {
     }
 }
 
+/// The data an [`Exporter`] keeps for each attachment of a buffer ([`Exporter::AttachData`]).
+///
+/// `()` is the data of an exporter that keeps none: the dma-buf core then makes no `attach` and no
+/// `detach` call for its buffers.
+pub trait AttachmentData<E: Exporter>: Sized + Send + Sync + 'static {
+    /// Whether the data is kept from `attach` to `detach` (`true` by default). If `false`, the
+    /// exporter has no `attach` and `detach` callbacks: [`AttachmentData::attach`] makes the data
+    /// for each [`Exporter::map`] and [`Exporter::unmap`] call, which drops it after; if it fails
+    /// then, the map fails, and the unmap drops the table without calling [`Exporter::unmap`].
+    const KEPT: bool = true;
+
+    /// Attaches the device of `attachment` to the buffer (`attach`), and returns the attachment's
+    /// data; an error refuses the device.
+    ///
+    /// Called without a lock of the dma-buf, before the attachment is mapped.
+    fn attach(
+        buf: <E::Ptr as ForeignOwnable>::Borrowed<'_>,
+        attachment: &Attachment,
+    ) -> Result<Self>;
+}
+
+impl<E: Exporter> AttachmentData<E> for () {
+    const KEPT: bool = false;
+
+    #[inline]
+    fn attach(_buf: <E::Ptr as ForeignOwnable>::Borrowed<'_>, _attachment: &Attachment) -> Result {
+        Ok(())
+    }
+}
+
 impl DmaBuf {
     /// Exports `data`, a buffer of `size` bytes, as a new dma-buf (`dma_buf_export()`).
     ///
@@ -295,8 +317,16 @@ impl<T: Exporter> ExporterVTable<T> {
     };
 
     const OPS: bindings::dma_buf_ops = bindings::dma_buf_ops {
-        attach: Some(Self::attach),
-        detach: Some(Self::detach),
+        attach: if <T::AttachData as AttachmentData<T>>::KEPT {
+            Some(Self::attach)
+        } else {
+            None
+        },
+        detach: if <T::AttachData as AttachmentData<T>>::KEPT {
+            Some(Self::detach)
+        } else {
+            None
+        },
         map_dma_buf: Some(Self::map_dma_buf),
         unmap_dma_buf: Some(Self::unmap_dma_buf),
         release: Some(Self::release),
@@ -340,17 +370,17 @@ impl<T: Exporter> ExporterVTable<T> {
         unsafe { T::Ptr::borrow((*buf).priv_) }
     }
 
-    /// Borrows the data of an attachment of a dma-buf of this exporter.
+    /// Borrows the data of an attachment of a dma-buf of this exporter, if it is kept.
     ///
     /// # Safety
     ///
-    /// `attach` must be a valid attachment of a dma-buf exported by [`DmaBuf::export::<T>`], that
-    /// is not detached for `'a`.
+    /// [`AttachmentData::KEPT`] is `true` for `T::AttachData`, and `attach` is a valid attachment
+    /// of a dma-buf exported by [`DmaBuf::export::<T>`], that is not detached for `'a`.
     unsafe fn attach_data<'a>(attach: *mut bindings::dma_buf_attachment) -> &'a T::AttachData {
-        // SAFETY: Every attachment of such a dma-buf went through `attach`, which stored a
-        // `KBox<T::AttachData>` in `priv`: `dma_buf_dynamic_attach()`, the only maker of
-        // attachments, frees the attachment if `attach` fails. `detach` takes the box back, and the
-        // attachment is not detached for `'a`.
+        // SAFETY: With `KEPT`, every attachment of such a dma-buf went through `attach`, which
+        // stored a `KBox<T::AttachData>` in `priv`: `dma_buf_dynamic_attach()`, the only maker of
+        // attachments, frees the attachment if `attach` fails. `detach` takes the box back, and
+        // the attachment is not detached for `'a`.
         unsafe { &*(*attach).priv_.cast::<T::AttachData>() }
     }
 
@@ -366,7 +396,7 @@ impl<T: Exporter> ExporterVTable<T> {
             let data = unsafe { Self::data(buf) };
             // SAFETY: The attachment and its device stay valid during the call.
             let attachment = unsafe { Attachment::from_raw(attach) };
-            let attach_data = KBox::new(T::attach(data, attachment)?, GFP_KERNEL)?;
+            let attach_data = KBox::new(T::AttachData::attach(data, attachment)?, GFP_KERNEL)?;
             // SAFETY: `priv` belongs to the exporter (`struct dma_buf_attachment`), and the new
             // attachment is not on the dma-buf's list until the call returns: nothing else reads
             // or writes it. `detach` takes the box back.
@@ -402,9 +432,17 @@ impl<T: Exporter> ExporterVTable<T> {
             let data = unsafe { Self::data((*attach).dmabuf) };
             // SAFETY: The attachment and its device stay valid during the call.
             let attachment = unsafe { Attachment::from_raw(attach) };
-            // SAFETY: The attachment is valid during the call, so not detached: `dma_buf_detach()`
-            // frees it.
-            let attach_data = unsafe { Self::attach_data(attach) };
+            let made;
+            let attach_data = if <T::AttachData as AttachmentData<T>>::KEPT {
+                // SAFETY: The attachment is valid during the call, so not detached:
+                // `dma_buf_detach()` frees it.
+                unsafe { Self::attach_data(attach) }
+            } else {
+                // SAFETY: The attachment keeps its dma-buf alive during the call.
+                let buf = unsafe { Self::data((*attach).dmabuf) };
+                made = T::AttachData::attach(buf, attachment)?;
+                &made
+            };
             // SAFETY: The core calls `map_dma_buf` with the reservation lock held
             // (`dma_buf_map_attachment()`), until it returns.
             let locked = unsafe { ResvLocked::new((*attach).dmabuf) };
@@ -436,16 +474,21 @@ impl<T: Exporter> ExporterVTable<T> {
         // gives it back.
         let table = unsafe { MappedSGTable::from_raw(sgt) };
         if T::HAS_UNMAP {
-            // SAFETY: The attachment, its dma-buf and its device are valid during the call, so
-            // the attachment is not detached: `dma_buf_detach()` frees it.
-            let (data, attachment, attach_data) = unsafe {
-                (
-                    Self::data((*attach).dmabuf),
-                    Attachment::from_raw(attach),
-                    Self::attach_data(attach),
-                )
-            };
-            T::unmap(data, attachment, attach_data, &table, &locked);
+            // SAFETY: The attachment, its dma-buf and its device are valid during the call.
+            let (data, attachment) =
+                unsafe { (Self::data((*attach).dmabuf), Attachment::from_raw(attach)) };
+            if <T::AttachData as AttachmentData<T>>::KEPT {
+                // SAFETY: The attachment is valid during the call, so not detached:
+                // `dma_buf_detach()` frees it.
+                let attach_data = unsafe { Self::attach_data(attach) };
+                T::unmap(data, attachment, attach_data, &table, &locked);
+            } else {
+                // SAFETY: As `data` above.
+                let buf = unsafe { Self::data((*attach).dmabuf) };
+                if let Ok(made) = T::AttachData::attach(buf, attachment) {
+                    T::unmap(data, attachment, &made, &table, &locked);
+                }
+            }
         }
         // Dropping the table unmaps it, with the lock held.
         drop(table);
