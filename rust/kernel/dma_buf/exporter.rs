@@ -17,9 +17,11 @@
 //! The others take no lock of the dma-buf. [`AttachmentData::attach`] runs before its attachment is
 //! mapped, possibly at the same time as the attach of another device and as the map and unmap of
 //! other attachments; the attachment's data is dropped after its last unmap, when the device
-//! detaches, possibly on another thread. [`Exporter::mmap`] runs with the mmap lock of the mapping
-//! process held for writing, and [`Exporter::begin_cpu_access`] and [`Exporter::end_cpu_access`]
-//! may run at the same time as any callback, in several threads at once.
+//! detaches, possibly on another thread (data shared by every attachment,
+//! [`AttachmentData::SHARED`], needs neither). [`Exporter::mmap`] runs with the mmap lock of the
+//! mapping process held for writing, and [`Exporter::begin_cpu_access`] and
+//! [`Exporter::end_cpu_access`] may run at the same time as any callback, in several threads at
+//! once.
 //!
 //! C header: [`include/linux/dma-buf.h`](srctree/include/linux/dma-buf.h)
 
@@ -153,12 +155,12 @@ pub trait Exporter: Sized {
     type Ptr: ForeignOwnable + Send + Sync + 'static;
 
     /// The data of an attachment: made by [`AttachmentData::attach`], lent to
-    /// [`Exporter::map`] and [`Exporter::unmap`], and dropped when the device detaches. `()` for
-    /// none.
+    /// [`Exporter::map`] and [`Exporter::unmap`], and dropped when the device detaches; or one
+    /// value every attachment shares ([`AttachmentData::SHARED`]), such as `()` for none.
     type AttachData: AttachmentData<Self>;
 
-    /// Maps the buffer for the device of `attachment` (`map_dma_buf`); `data` is the data
-    /// [`AttachmentData::attach`] made for it.
+    /// Maps the buffer for the device of `attachment` (`map_dma_buf`); `data` is the
+    /// attachment's data.
     ///
     /// Called with the reservation lock of the dma-buf held. The importer owns the table until it
     /// gives it back (`unmap_dma_buf`), also under the lock, when [`Exporter::unmap`] takes it.
@@ -170,8 +172,10 @@ pub trait Exporter: Sized {
         locked: &ResvLocked<'_>,
     ) -> Result<KBox<MappedSGTable>>;
 
-    /// The importer gives back `table`, which [`Exporter::map`] made for `attachment`
-    /// (`unmap_dma_buf`): the table is dropped, which unmaps it, when this returns.
+    /// Takes back `table`, which [`Exporter::map`] made for `attachment` (`unmap_dma_buf`): the
+    /// table is dropped, which unmaps it, when this returns. Every table [`Exporter::map`] returns
+    /// comes back here, also one the core did not hand to the importer (a map that failed after
+    /// `map_dma_buf`, or a table mapped for another device or direction than asked).
     ///
     /// Called with the reservation lock of the dma-buf held.
     fn unmap(
@@ -243,14 +247,13 @@ pub trait Exporter: Sized {
 
 /// The data an [`Exporter`] keeps for each attachment of a buffer ([`Exporter::AttachData`]).
 ///
-/// `()` is the data of an exporter that keeps none: the dma-buf core then makes no `attach` and no
-/// `detach` call for its buffers.
+/// `()` is the data of an exporter that keeps none: every attachment shares the one `()`, and the
+/// exporter has no `attach` and `detach` callbacks.
 pub trait AttachmentData<E: Exporter>: Sized + Send + Sync + 'static {
-    /// Whether the data is kept from `attach` to `detach` (`true` by default). If `false`, the
-    /// exporter has no `attach` and `detach` callbacks: [`AttachmentData::attach`] makes the data
-    /// for each [`Exporter::map`] and [`Exporter::unmap`] call, which drops it after; if it fails
-    /// then, the map fails, and the unmap drops the table without calling [`Exporter::unmap`].
-    const KEPT: bool = true;
+    /// One value that every attachment shares, instead of one made by
+    /// [`AttachmentData::attach`] for each: the exporter then has no `attach` and `detach`
+    /// callbacks, and [`AttachmentData::attach`] is never called. `None` by default.
+    const SHARED: Option<&'static Self> = None;
 
     /// Attaches the device of `attachment` to the buffer (`attach`), and returns the attachment's
     /// data; an error refuses the device.
@@ -263,7 +266,7 @@ pub trait AttachmentData<E: Exporter>: Sized + Send + Sync + 'static {
 }
 
 impl<E: Exporter> AttachmentData<E> for () {
-    const KEPT: bool = false;
+    const SHARED: Option<&'static Self> = Some(&());
 
     #[inline]
     fn attach(_buf: <E::Ptr as ForeignOwnable>::Borrowed<'_>, _attachment: &Attachment) -> Result {
@@ -317,12 +320,12 @@ impl<T: Exporter> ExporterVTable<T> {
     };
 
     const OPS: bindings::dma_buf_ops = bindings::dma_buf_ops {
-        attach: if <T::AttachData as AttachmentData<T>>::KEPT {
+        attach: if <T::AttachData as AttachmentData<T>>::SHARED.is_none() {
             Some(Self::attach)
         } else {
             None
         },
-        detach: if <T::AttachData as AttachmentData<T>>::KEPT {
+        detach: if <T::AttachData as AttachmentData<T>>::SHARED.is_none() {
             Some(Self::detach)
         } else {
             None
@@ -370,17 +373,22 @@ impl<T: Exporter> ExporterVTable<T> {
         unsafe { T::Ptr::borrow((*buf).priv_) }
     }
 
-    /// Borrows the data of an attachment of a dma-buf of this exporter, if it is kept.
+    /// Borrows the data of an attachment of a dma-buf of this exporter.
     ///
     /// # Safety
     ///
-    /// [`AttachmentData::KEPT`] is `true` for `T::AttachData`, and `attach` is a valid attachment
-    /// of a dma-buf exported by [`DmaBuf::export::<T>`], that is not detached for `'a`.
+    /// `attach` is a valid attachment of a dma-buf exported by [`DmaBuf::export::<T>`], that is
+    /// not detached for `'a`.
     unsafe fn attach_data<'a>(attach: *mut bindings::dma_buf_attachment) -> &'a T::AttachData {
-        // SAFETY: With `KEPT`, every attachment of such a dma-buf went through `attach`, which
-        // stored a `KBox<T::AttachData>` in `priv`: `dma_buf_dynamic_attach()`, the only maker of
-        // attachments, frees the attachment if `attach` fails. `detach` takes the box back, and
-        // the attachment is not detached for `'a`.
+        if let Some(shared) = <T::AttachData as AttachmentData<T>>::SHARED {
+            return shared;
+        }
+        // SAFETY: Without `SHARED`, the table has the `attach` callback, so every attachment of
+        // such a dma-buf went through it, which stored a `KBox<T::AttachData>` in `priv`: the
+        // table is private and only `DmaBuf::export::<T>` installs it, and
+        // `dma_buf_dynamic_attach()`, the only maker of attachments, frees the attachment if
+        // `attach` fails. `detach` takes the box back, and the attachment is not detached for
+        // `'a`.
         unsafe { &*(*attach).priv_.cast::<T::AttachData>() }
     }
 
@@ -396,7 +404,9 @@ impl<T: Exporter> ExporterVTable<T> {
             let data = unsafe { Self::data(buf) };
             // SAFETY: The attachment and its device stay valid during the call.
             let attachment = unsafe { Attachment::from_raw(attach) };
-            let attach_data = KBox::new(T::AttachData::attach(data, attachment)?, GFP_KERNEL)?;
+            // Allocated first: data made for a device is dropped only when the device detaches.
+            let slot = KBox::<T::AttachData>::new_uninit(GFP_KERNEL)?;
+            let attach_data = KBox::write(slot, T::AttachData::attach(data, attachment)?);
             // SAFETY: `priv` belongs to the exporter (`struct dma_buf_attachment`), and the new
             // attachment is not on the dma-buf's list until the call returns: nothing else reads
             // or writes it. `detach` takes the box back.
@@ -415,7 +425,7 @@ impl<T: Exporter> ExporterVTable<T> {
     ) {
         // SAFETY: The attachment went through `attach`, which stored a `KBox<T::AttachData>` in
         // `priv` (see `attach_data`). The attachment is freed after this call, so no map or unmap
-        // of it can follow, and none runs now: the importer unmaps before it detaches.
+        // of it can follow, and none runs now: `dma_buf_detach()`'s caller must have unmapped it.
         drop(unsafe { KBox::from_raw((*attach).priv_.cast::<T::AttachData>()) });
     }
 
@@ -432,23 +442,20 @@ impl<T: Exporter> ExporterVTable<T> {
             let data = unsafe { Self::data((*attach).dmabuf) };
             // SAFETY: The attachment and its device stay valid during the call.
             let attachment = unsafe { Attachment::from_raw(attach) };
-            let made;
-            let attach_data = if <T::AttachData as AttachmentData<T>>::KEPT {
-                // SAFETY: The attachment is valid during the call, so not detached:
-                // `dma_buf_detach()` frees it.
-                unsafe { Self::attach_data(attach) }
-            } else {
-                // SAFETY: The attachment keeps its dma-buf alive during the call.
-                let buf = unsafe { Self::data((*attach).dmabuf) };
-                made = T::AttachData::attach(buf, attachment)?;
-                &made
-            };
+            // SAFETY: The attachment is valid during the call, so not detached: `dma_buf_detach()`
+            // frees it.
+            let attach_data = unsafe { Self::attach_data(attach) };
             // SAFETY: The core calls `map_dma_buf` with the reservation lock held
             // (`dma_buf_map_attachment()`), until it returns.
             let locked = unsafe { ResvLocked::new((*attach).dmabuf) };
             let table = T::map(data, attachment, attach_data, dir, &locked)?;
             // The importer gets DMA addresses for its device, in the direction it asked for.
             if !core::ptr::eq(table.device(), attachment.device()) || table.direction() != dir {
+                if T::HAS_UNMAP {
+                    // SAFETY: As `data` above.
+                    let data = unsafe { Self::data((*attach).dmabuf) };
+                    T::unmap(data, attachment, attach_data, &table, &locked);
+                }
                 return Err(EINVAL);
             }
             Ok(table)
@@ -474,21 +481,16 @@ impl<T: Exporter> ExporterVTable<T> {
         // gives it back.
         let table = unsafe { MappedSGTable::from_raw(sgt) };
         if T::HAS_UNMAP {
-            // SAFETY: The attachment, its dma-buf and its device are valid during the call.
-            let (data, attachment) =
-                unsafe { (Self::data((*attach).dmabuf), Attachment::from_raw(attach)) };
-            if <T::AttachData as AttachmentData<T>>::KEPT {
-                // SAFETY: The attachment is valid during the call, so not detached:
-                // `dma_buf_detach()` frees it.
-                let attach_data = unsafe { Self::attach_data(attach) };
-                T::unmap(data, attachment, attach_data, &table, &locked);
-            } else {
-                // SAFETY: As `data` above.
-                let buf = unsafe { Self::data((*attach).dmabuf) };
-                if let Ok(made) = T::AttachData::attach(buf, attachment) {
-                    T::unmap(data, attachment, &made, &table, &locked);
-                }
-            }
+            // SAFETY: The attachment, its dma-buf and its device are valid during the call, so
+            // the attachment is not detached: `dma_buf_detach()` frees it.
+            let (data, attachment, attach_data) = unsafe {
+                (
+                    Self::data((*attach).dmabuf),
+                    Attachment::from_raw(attach),
+                    Self::attach_data(attach),
+                )
+            };
+            T::unmap(data, attachment, attach_data, &table, &locked);
         }
         // Dropping the table unmaps it, with the lock held.
         drop(table);
