@@ -33,14 +33,17 @@ use crate::{
 use core::ptr::NonNull;
 
 pub mod exporter;
+mod pinned;
 
 pub use exporter::{
     Attachment,
     AttachmentData,
+    BufferVma,
     Exporter,
     KernelMapping,
     ResvLocked, //
 };
+pub use pinned::PinnedBuffer;
 
 /// A dma-buf (`struct dma_buf`).
 ///

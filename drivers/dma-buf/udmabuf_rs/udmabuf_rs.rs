@@ -21,21 +21,24 @@ use core::{
     ptr::NonNull, //
 };
 use kernel::{
-    bindings,
-    device::Device,
+    device::{
+        Bound,
+        Device, //
+    },
     dma::{
-        self,
-        attrs::DMA_ATTR_SKIP_CPU_SYNC,
         DataDirection,
         DmaMask, //
     },
     dma_buf::{
         Attachment,
+        BufferVma,
         DmaBuf,
         Exporter,
         KernelMapping,
+        PinnedBuffer,
         ResvLocked, //
     },
+    faux,
     fs::{
         file::flags::{
             O_ACCMODE,
@@ -58,12 +61,8 @@ use kernel::{
             PinFlags,
             PinnedPages, //
         },
-        virt::{
-            flags as vm_flags,
-            VmaNew, //
-        },
+        virt::flags as vm_flags,
     },
-    new_mutex,
     page::{
         PAGE_SHIFT,
         PAGE_SIZE, //
@@ -73,15 +72,15 @@ use kernel::{
     sizes::SZ_1M,
     sync::{
         aref::ARef,
-        Mutex, //
+        SetOnce, //
     },
-    transmute::FromBytes,
     uaccess::{
         UserPtr,
         UserSlice, //
     },
     uapi,
 };
+use pin_init::pin_init_scope;
 
 module! {
     type: UdmabufModule,
@@ -106,40 +105,35 @@ module! {
     },
 }
 
-/// `struct udmabuf_create`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct Create {
-    memfd: u32,
-    flags: u32,
-    offset: u64,
-    size: u64,
-}
+kernel::from_bytes_struct! {
+    /// `struct udmabuf_create`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Create {
+        memfd: u32,
+        flags: u32,
+        offset: u64,
+        size: u64,
+    }
 
-/// `struct udmabuf_create_list`, without its items.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CreateList {
-    flags: u32,
-    count: u32,
-}
+    /// `struct udmabuf_create_list`, without its items.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct CreateList {
+        flags: u32,
+        count: u32,
+    }
 
-/// `struct udmabuf_create_item`.
-#[repr(C)]
-#[derive(Clone, Copy, Default)]
-struct CreateItem {
-    memfd: u32,
-    pad: u32,
-    offset: u64,
-    size: u64,
+    /// `struct udmabuf_create_item`.
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct CreateItem {
+        memfd: u32,
+        pad: u32,
+        offset: u64,
+        size: u64,
+    }
 }
-
-// SAFETY: The structs are made of integers, without padding, so any bytes are valid values.
-unsafe impl FromBytes for Create {}
-// SAFETY: As above.
-unsafe impl FromBytes for CreateList {}
-// SAFETY: As above.
-unsafe impl FromBytes for CreateItem {}
 
 const _: () = {
     assert!(size_of::<Create>() == size_of::<uapi::udmabuf_create>());
@@ -156,40 +150,41 @@ struct UdmabufModule {
     miscdev: MiscDeviceRegistration<UdmabufFile>,
 }
 
+/// The device that CPU access maps buffers for (`DMA_BUF_IOCTL_SYNC`), registered before the misc
+/// device and never unregistered: the driver is built in.
+static CPU_DEVICE: SetOnce<faux::Registration> = SetOnce::new();
+
+/// Returns the device that CPU access maps buffers for.
+fn cpu_device() -> Result<&'static Device<Bound>> {
+    let faux: &faux::Device<Bound> = CPU_DEVICE.as_ref().ok_or(ENODEV)?.as_ref();
+    Ok(faux.as_ref())
+}
+
 impl kernel::InPlaceModule for UdmabufModule {
     fn init(_module: &'static ThisModule) -> impl PinInit<Self, Error> {
-        let options = MiscDeviceOptions {
-            name: c"udmabuf_rs",
-        };
-        try_pin_init!(Self {
-            miscdev <- MiscDeviceRegistration::register(options),
-        })
-        .pin_chain(|this| {
-            // The device maps buffers for the CPU's cache maintenance (`DMA_BUF_IOCTL_SYNC`).
-            //
-            // SAFETY: Nothing maps for the device yet: the driver is built in, and its initcall
-            // runs before user space can open the device and create a buffer.
-            unsafe { dma::coerce_mask_and_coherent(this.miscdev.device(), DmaMask::new::<64>()) }
+        pin_init_scope(|| {
+            let cpu_device =
+                faux::Registration::new_with_dma_mask(c"udmabuf_rs", None, DmaMask::new::<64>())?;
+            CPU_DEVICE.populate(cpu_device);
+            let options = MiscDeviceOptions {
+                name: c"udmabuf_rs",
+            };
+            Ok(try_pin_init!(Self {
+                miscdev <- MiscDeviceRegistration::register(options),
+            }))
         })
     }
 }
 
 /// An open `/dev/udmabuf_rs`.
-struct UdmabufFile {
-    dev: ARef<Device>,
-}
+struct UdmabufFile;
 
 #[vtable]
 impl MiscDevice for UdmabufFile {
     type Ptr = KBox<Self>;
 
-    fn open(_file: &File, misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        Ok(KBox::new(
-            Self {
-                dev: misc.device().into(),
-            },
-            GFP_KERNEL,
-        )?)
+    fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
+        Ok(KBox::new(Self, GFP_KERNEL)?)
     }
 
     fn ioctl(me: &Self, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
@@ -236,7 +231,7 @@ impl MiscDevice for UdmabufFile {
 impl UdmabufFile {
     /// Pins the memfd ranges of `items` and returns a new dma-buf file descriptor for them.
     fn create(&self, flags: u32, items: &[CreateItem]) -> Result<isize> {
-        let dmabuf = export(&self.dev, items, |item| {
+        let dmabuf = export(cpu_device()?, items, |item| {
             LocalFile::fget(item.memfd).map_err(|_| EBADFD)
         })?;
         let fd_flags = if flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0 {
@@ -249,11 +244,11 @@ impl UdmabufFile {
 }
 
 /// Pins the memfd ranges of `items`, whose files `open` looks up, and exports them as a dma-buf
-/// whose CPU access maps for `dev`. The checks and their errors are those of the C driver, in its
+/// whose CPU access maps for `cpu_dev`. The checks and their errors are those of the C driver, in its
 /// order, but for the `RLIMIT_MEMLOCK` charge (`account_memlock`), made before the items are
 /// looked at.
 fn export(
-    dev: &ARef<Device>,
+    cpu_dev: &'static Device<Bound>,
     items: &[CreateItem],
     open: impl Fn(&CreateItem) -> Result<ARef<LocalFile>>,
 ) -> Result<ARef<DmaBuf>> {
@@ -305,9 +300,7 @@ fn export(
 
     let buffer = KBox::pin_init(
         try_pin_init!(Udmabuf {
-            cpu_sgt <- new_mutex!(None),
-            dev: dev.clone(),
-            pages,
+            buf <- PinnedBuffer::new(pages, cpu_dev),
         }),
         GFP_KERNEL,
     )?;
@@ -335,26 +328,8 @@ fn check_memfd(file: &LocalFile) -> Result {
 /// A buffer: the pinned pages of its memfd ranges, in order.
 #[pin_data]
 struct Udmabuf {
-    /// The table mapped for the CPU's cache maintenance, made on the first `begin_cpu_access`
-    /// and kept until release. Mapped bidirectionally, as every later call syncs it in its own
-    /// direction. It maps the pages: it goes first.
     #[pin]
-    cpu_sgt: Mutex<Option<KBox<MappedSGTable>>>,
-    /// The misc device, which CPU access maps the pages for.
-    dev: ARef<Device>,
-    pages: PinnedPages<LongTerm>,
-}
-
-impl Udmabuf {
-    /// Maps the pages for `dev`; the importer calls are not synchronised with the CPU.
-    fn map_for(&self, dev: &Device, dir: DataDirection) -> Result<KBox<MappedSGTable>> {
-        let runs = self.pages.folio_runs(0..self.pages.len()).ok_or(EINVAL)?;
-        // SAFETY: The pages are pinned until the dma-buf is released, which cannot happen while
-        // a table is mapped: an importer unmaps before it detaches, and the CPU table is dropped
-        // before the pins. `dev` is the misc device, which outlives every buffer (the module owns
-        // it and the dma-buf holds a reference to the module), or an attached device.
-        unsafe { MappedSGTable::new(dev, runs, dir, DMA_ATTR_SKIP_CPU_SYNC, GFP_KERNEL) }
-    }
+    buf: PinnedBuffer<LongTerm, &'static Device<Bound>>,
 }
 
 #[vtable]
@@ -362,90 +337,37 @@ impl Exporter for Udmabuf {
     type Ptr = Pin<KBox<Self>>;
     type AttachData = ();
 
-    fn map(
-        buf: Pin<&Self>,
-        attachment: &Attachment,
+    fn map<'a>(
+        this: Pin<&'a Self>,
+        attachment: &'a Attachment,
         _data: &(),
         dir: DataDirection,
         _locked: &ResvLocked<'_>,
-    ) -> Result<KBox<MappedSGTable>> {
-        buf.map_for(attachment.device(), dir)
+    ) -> Result<KBox<MappedSGTable<'a>>> {
+        this.get_ref().buf.map(attachment, dir)
     }
 
-    fn mmap(buf: Pin<&Self>, vma: &VmaNew) -> Result {
+    fn mmap<'a>(this: Pin<&'a Self>, vma: &BufferVma<'a>) -> Result {
         if vma.flags() & (vm_flags::SHARED | vm_flags::MAYSHARE) == 0 {
             return Err(EINVAL);
         }
-        let first = vma.pgoff();
-        let nr = (vma.end() - vma.start()) >> PAGE_SHIFT;
-        let end = first.checked_add(nr).ok_or(EINVAL)?;
-        let runs = buf.pages.folio_runs(first..end).ok_or(EINVAL)?;
-        // Map each physically contiguous stretch of runs (consecutive pages of a folio, and the
-        // folios that follow them in memory) with one call.
-        let vma = vma.set_pfnmap()?;
-        let mut addr = vma.start();
-        let mut remap = |(pfn, nr): (usize, usize)| {
-            // SAFETY: A stretch is the union of runs whose PFNs adjoin, each `nr_pages()`
-            // consecutive pages of one folio: every PFN mapped is that of a pinned page, which
-            // stays pinned until the dma-buf is released, and the vma holds a reference to the
-            // dma-buf's file.
-            unsafe { vma.remap_pfn_range(addr, pfn, nr * PAGE_SIZE) }?;
-            addr += nr * PAGE_SIZE;
-            Ok::<(), Error>(())
-        };
-        let mut stretch: Option<(usize, usize)> = None;
-        for run in runs {
-            let (pfn, nr) = (run.first_page().pfn(), run.nr_pages());
-            match stretch {
-                Some((start, len)) if start + len == pfn => stretch = Some((start, len + nr)),
-                _ => {
-                    if let Some(done) = stretch.replace((pfn, nr)) {
-                        remap(done)?;
-                    }
-                }
-            }
-        }
-        if let Some(done) = stretch {
-            remap(done)?;
-        }
-        Ok(())
+        this.get_ref().buf.mmap(vma)
     }
 
-    fn vmap(buf: Pin<&Self>, _locked: &ResvLocked<'_>) -> Result<KernelMapping> {
-        let pages = buf.pages.as_raw_pages();
-        let count = u32::try_from(pages.len()).map_err(|_| EINVAL)?;
-        // SAFETY: `pages` holds `count` pinned pages, which stay pinned until `vunmap`: the
-        // dma-buf is not released while it is mapped.
-        let vaddr = unsafe {
-            bindings::vm_map_ram(
-                pages.as_ptr().cast_mut().cast(),
-                count,
-                bindings::NUMA_NO_NODE,
-            )
-        };
-        let vaddr = NonNull::new(vaddr).ok_or(EINVAL)?;
-        // SAFETY: `vaddr` maps all the pages of the buffer, which `vunmap` unmaps.
-        Ok(unsafe { KernelMapping::from_raw(vaddr) })
+    fn vmap(this: Pin<&Self>, locked: &ResvLocked<'_>) -> Result<KernelMapping> {
+        this.buf.vmap(locked)
     }
 
-    fn vunmap(buf: Pin<&Self>, vaddr: NonNull<c_void>, _locked: &ResvLocked<'_>) {
-        // SAFETY: `vaddr` was returned by `vm_map_ram()` in `vmap`, for all the pages.
-        unsafe { bindings::vm_unmap_ram(vaddr.as_ptr(), buf.pages.len() as u32) };
+    fn vunmap(this: Pin<&Self>, vaddr: NonNull<c_void>, locked: &ResvLocked<'_>) {
+        this.buf.vunmap(vaddr, locked)
     }
 
-    fn begin_cpu_access(buf: Pin<&Self>, dir: DataDirection) -> Result {
-        let mut cpu_sgt = buf.cpu_sgt.lock();
-        if cpu_sgt.is_none() {
-            *cpu_sgt = Some(buf.map_for(&buf.dev, DataDirection::Bidirectional)?);
-        }
-        cpu_sgt.as_ref().ok_or(EINVAL)?.sync_for_cpu(dir);
-        Ok(())
+    fn begin_cpu_access(this: Pin<&Self>, dir: DataDirection) -> Result {
+        this.buf.begin_cpu_access(dir)
     }
 
-    fn end_cpu_access(buf: Pin<&Self>, dir: DataDirection) -> Result {
-        let cpu_sgt = buf.cpu_sgt.lock();
-        cpu_sgt.as_ref().ok_or(EINVAL)?.sync_for_device(dir);
-        Ok(())
+    fn end_cpu_access(this: Pin<&Self>, dir: DataDirection) -> Result {
+        this.buf.end_cpu_access(dir)
     }
 }
 
@@ -454,7 +376,8 @@ impl Exporter for Udmabuf {
 mod tests {
     use super::*;
     use kernel::{
-        device::Bound,
+        bindings,
+        dma::attrs::DMA_ATTR_SKIP_CPU_SYNC,
         dma_buf::{
             AttachmentData,
             Import, //
@@ -463,7 +386,6 @@ mod tests {
             from_err_ptr,
             to_result, //
         },
-        faux,
         page::BorrowedPage,
         scatterlist::SGTable,
         sizes::SZ_2M,
@@ -541,18 +463,13 @@ mod tests {
 
     /// Registers a faux device named `name` for a test's importer, with a 64-bit DMA mask.
     fn new_importer(name: &'static CStr) -> Result<faux::Registration> {
-        let importer = faux::Registration::new(name, None)?;
-        let bound: &Device<Bound> = importer.as_ref().as_ref();
-        // SAFETY: Nothing maps for the new device yet.
-        unsafe { dma::coerce_mask_and_coherent(bound, DmaMask::new::<64>())? };
-        Ok(importer)
+        faux::Registration::new_with_dma_mask(name, None, DmaMask::new::<64>())
     }
 
     #[test]
     fn importers_see_memfd_data() -> Result {
         let importer = new_importer(c"udmabuf_rs_kunit")?;
         let bound: &Device<Bound> = importer.as_ref().as_ref();
-        let dev: &Device = bound;
         let files = [memfd(1)?, memfd(1)?];
         let items = [0, 1].map(|memfd| CreateItem {
             memfd,
@@ -561,7 +478,7 @@ mod tests {
             size: (NR * PAGE_SIZE) as u64,
         });
         // Data written before the pins, which may have migrated the pages out of ZONE_MOVABLE.
-        let buf = export(&dev.into(), &items, |item| {
+        let buf = export(cpu_device()?, &items, |item| {
             let file: &LocalFile = files.get(item.memfd as usize).ok_or(EBADF)?;
             Ok(ARef::from(file))
         })?;
@@ -617,7 +534,6 @@ mod tests {
         const FOLIOS: usize = 2;
         let importer = new_importer(c"udmabuf_rs_kunit_huge")?;
         let bound: &Device<Bound> = importer.as_ref().as_ref();
-        let dev: &Device = bound;
         let len = FOLIOS * SZ_2M;
         // SAFETY: The name is a NUL-terminated string, and the `MFD_*` flags are valid.
         let file = from_err_ptr(unsafe {
@@ -645,7 +561,7 @@ mod tests {
                 size: size as u64,
             });
         let memfd: &LocalFile = &file;
-        let buf = export(&dev.into(), &items, |_| Ok(ARef::from(memfd)))?;
+        let buf = export(cpu_device()?, &items, |_| Ok(ARef::from(memfd)))?;
         let pins = PinnedPages::pin_user_pages_fd(
             &file,
             0,
@@ -715,25 +631,16 @@ mod tests {
         type Ptr = Arc<Self>;
         type AttachData = Window;
 
-        fn map(
-            buf: ArcBorrow<'_, Self>,
-            attachment: &Attachment,
+        fn map<'a>(
+            buf: ArcBorrow<'a, Self>,
+            attachment: &'a Attachment,
             data: &Window,
             dir: DataDirection,
             _locked: &ResvLocked<'_>,
-        ) -> Result<KBox<MappedSGTable>> {
+        ) -> Result<KBox<MappedSGTable<'a>>> {
+            let buf = buf.get();
             let runs = buf.pages.folio_runs(buf.window(data.index)).ok_or(EINVAL)?;
-            // SAFETY: The pages are pinned until the buffer is dropped, after its attachments'
-            // tables, and the attached device stays valid until it detaches, after its unmap.
-            let table = unsafe {
-                MappedSGTable::new(
-                    attachment.device(),
-                    runs,
-                    dir,
-                    DMA_ATTR_SKIP_CPU_SYNC,
-                    GFP_KERNEL,
-                )
-            }?;
+            let table = attachment.map_pages(runs, dir, DMA_ATTR_SKIP_CPU_SYNC)?;
             buf.maps[data.index].fetch_add(1, Relaxed);
             Ok(table)
         }
@@ -742,7 +649,7 @@ mod tests {
             buf: ArcBorrow<'_, Self>,
             _attachment: &Attachment,
             data: &Window,
-            _table: &MappedSGTable,
+            _table: &MappedSGTable<'_>,
             _locked: &ResvLocked<'_>,
         ) {
             buf.unmaps[data.index].fetch_add(1, Relaxed);

@@ -29,16 +29,26 @@ use super::DmaBuf;
 use crate::{
     bindings,
     device::Device,
-    dma::DataDirection,
+    dma::{
+        Attrs,
+        DataDirection, //
+    },
     error::{
         from_err_ptr,
         from_result,
         VTABLE_DEFAULT_ERROR, //
     },
-    mm::virt::VmaNew,
+    mm::{
+        gup::FolioRuns,
+        virt::VmaNew, //
+    },
     module::this_module,
+    page::PAGE_SIZE,
     prelude::*,
-    scatterlist::MappedSGTable,
+    scatterlist::{
+        MappedSGTable,
+        Stretches, //
+    },
     sync::aref::ARef,
     types::{
         ForeignOwnable,
@@ -48,6 +58,7 @@ use crate::{
 };
 use core::{
     marker::PhantomData,
+    ops::Deref,
     ptr::NonNull, //
 };
 
@@ -142,6 +153,80 @@ impl Attachment {
         // SAFETY: By the type invariants, the attachment and its device are valid.
         unsafe { Device::from_raw((*self.0.get()).dev) }
     }
+
+    /// Maps the pages of `runs` for the attached device with `dir` and `attrs`, for
+    /// [`Exporter::map`] to return.
+    ///
+    /// The table borrows the pages for `'a`, as long as the attachment: [`Exporter::map`] can
+    /// only return a table of pages that the buffer's data keeps pinned.
+    pub fn map_pages<'a>(
+        &'a self,
+        runs: FolioRuns<'a>,
+        dir: DataDirection,
+        attrs: Attrs,
+    ) -> Result<KBox<MappedSGTable<'a>>> {
+        // SAFETY: `runs` borrows the pins of its pages for `'a`. The device stays usable for DMA
+        // while it is attached, which it is for `'a` by the type invariants: the importer gives
+        // back a table `map` returned (`unmap_dma_buf`) before it detaches.
+        unsafe { MappedSGTable::new_unchecked(self.device(), runs, dir, attrs, GFP_KERNEL) }
+    }
+}
+
+/// A new user space mapping of a dma-buf, lent to [`Exporter::mmap`].
+///
+/// The mapping holds a reference to the dma-buf's file, so the buffer's data outlives it. `'buf`
+/// is the lifetime of [`Exporter::mmap`]'s borrow of that data: pages pinned for `'buf` are pinned
+/// by the data (or forever), and [`BufferVma::map_pages`] can map them by page frame. The
+/// lifetime is invariant, so that pages pinned for less cannot be passed.
+///
+/// # Invariants
+///
+/// The vma is a new mapping of a dma-buf, being set up in its `mmap` callback, and memory borrowed
+/// for `'buf` stays valid until the dma-buf is released, after the mapping is gone.
+#[repr(transparent)]
+pub struct BufferVma<'buf> {
+    vma: VmaNew,
+    _buf: PhantomData<fn(&'buf ()) -> &'buf ()>,
+}
+
+impl<'buf> BufferVma<'buf> {
+    /// # Safety
+    ///
+    /// `vma` must be a new mapping of a dma-buf in its `mmap` callback, valid for `'a`, and memory
+    /// borrowed for `'buf` must stay valid until the dma-buf is released.
+    unsafe fn from_raw<'a>(vma: *mut bindings::vm_area_struct) -> &'a Self {
+        // SAFETY: By the safety requirements, the vma is being set up for `'a`.
+        let vma = unsafe { VmaNew::from_raw(vma) };
+        // SAFETY: `BufferVma` is a transparent wrapper of `VmaNew`, and its invariants hold by the
+        // safety requirements.
+        unsafe { &*core::ptr::from_ref(vma).cast::<Self>() }
+    }
+
+    /// Maps the pages of `runs` from the start of the vma on, in order, by page frame
+    /// (`remap_pfn_range()`), which makes it a `VM_PFNMAP` mapping: one call per physically
+    /// contiguous stretch of pages. Fails if they do not fit in the vma.
+    pub fn map_pages(&self, runs: FolioRuns<'buf>) -> Result {
+        let vma = self.vma.set_pfnmap()?;
+        let mut addr = vma.start();
+        for (_, pfn, nr) in Stretches::new(runs, usize::MAX) {
+            let size = nr.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
+            // SAFETY: The stretch is `nr` pages pinned for `'buf`, which by the type invariants
+            // stay pinned until the dma-buf is released, after the vma, which holds a reference to
+            // its file, is gone.
+            unsafe { vma.remap_pfn_range(addr, pfn, size) }?;
+            addr += size;
+        }
+        Ok(())
+    }
+}
+
+impl Deref for BufferVma<'_> {
+    type Target = VmaNew;
+
+    #[inline]
+    fn deref(&self) -> &VmaNew {
+        &self.vma
+    }
 }
 
 /// The operations of a dma-buf exporter (`struct dma_buf_ops`).
@@ -164,13 +249,16 @@ pub trait Exporter: Sized {
     ///
     /// Called with the reservation lock of the dma-buf held. The importer owns the table until it
     /// gives it back (`unmap_dma_buf`), also under the lock, when [`Exporter::unmap`] takes it.
-    fn map(
-        buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
-        attachment: &Attachment,
+    ///
+    /// The table borrows its pages for `'a`, the call's borrow of the buffer's data and of the
+    /// attachment ([`Attachment::map_pages`]).
+    fn map<'a>(
+        buf: <Self::Ptr as ForeignOwnable>::Borrowed<'a>,
+        attachment: &'a Attachment,
         data: &Self::AttachData,
         dir: DataDirection,
         locked: &ResvLocked<'_>,
-    ) -> Result<KBox<MappedSGTable>>;
+    ) -> Result<KBox<MappedSGTable<'a>>>;
 
     /// Takes back `table`, which [`Exporter::map`] made for `attachment` (`unmap_dma_buf`): the
     /// table is dropped, which unmaps it, when this returns. Every table [`Exporter::map`] returns
@@ -182,7 +270,7 @@ pub trait Exporter: Sized {
         _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
         _attachment: &Attachment,
         _data: &Self::AttachData,
-        _table: &MappedSGTable,
+        _table: &MappedSGTable<'_>,
         _locked: &ResvLocked<'_>,
     ) {
         build_error!(VTABLE_DEFAULT_ERROR)
@@ -192,8 +280,9 @@ pub trait Exporter: Sized {
     ///
     /// Called with the mmap lock of the process held for writing, while `vma` is set up; the core
     /// has checked that `vma` lies within the buffer (its page offset and length). The vma holds a
-    /// reference to the dma-buf's file until it is unmapped.
-    fn mmap(_buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>, _vma: &VmaNew) -> Result {
+    /// reference to the dma-buf's file until it is unmapped, so pages that the buffer's data keeps
+    /// pinned can be mapped into it ([`BufferVma::map_pages`]).
+    fn mmap<'a>(_buf: <Self::Ptr as ForeignOwnable>::Borrowed<'a>, _vma: &BufferVma<'a>) -> Result {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
@@ -514,8 +603,10 @@ impl<T: Exporter> ExporterVTable<T> {
         from_result(|| {
             // SAFETY: The dma-buf is valid during the call.
             let data = unsafe { Self::data(buf) };
-            // SAFETY: The VMA is being set up by `mmap`, with the mmap write lock held.
-            let vma = unsafe { VmaNew::from_raw(vma) };
+            // SAFETY: The VMA is a new mapping of the dma-buf, being set up by `mmap` with the mmap
+            // write lock held. The buffer's data is dropped when the dma-buf is released, after
+            // every mapping of it is gone, as each holds a reference to its file.
+            let vma = unsafe { BufferVma::from_raw(vma) };
             T::mmap(data, vma)?;
             Ok(0)
         })
