@@ -16,10 +16,7 @@
 //!
 //! [`include/uapi/linux/udmabuf.h`]: srctree/include/uapi/linux/udmabuf.h
 
-use core::{
-    mem::size_of,
-    ptr::NonNull, //
-};
+use core::mem::size_of;
 use kernel::{
     device::{
         Bound,
@@ -54,14 +51,10 @@ use kernel::{
         MiscDeviceOptions,
         MiscDeviceRegistration, //
     },
-    mm::{
-        gup::{
-            Accounting,
-            LongTerm,
-            PinFlags,
-            PinnedPages, //
-        },
-        virt::flags as vm_flags,
+    mm::gup::{
+        Accounting,
+        PinFlags,
+        PinnedPages, //
     },
     page::{
         PAGE_SHIFT,
@@ -165,6 +158,7 @@ impl kernel::InPlaceModule for UdmabufModule {
         pin_init_scope(|| {
             let cpu_device =
                 faux::Registration::new_with_dma_mask(c"udmabuf_rs", None, DmaMask::new::<64>())?;
+            // The only call: the static is empty, and takes the registration.
             CPU_DEVICE.populate(cpu_device);
             let options = MiscDeviceOptions {
                 name: c"udmabuf_rs",
@@ -329,7 +323,7 @@ fn check_memfd(file: &LocalFile) -> Result {
 #[pin_data]
 struct Udmabuf {
     #[pin]
-    buf: PinnedBuffer<LongTerm, &'static Device<Bound>>,
+    buf: PinnedBuffer<&'static Device<Bound>>,
 }
 
 #[vtable]
@@ -348,9 +342,6 @@ impl Exporter for Udmabuf {
     }
 
     fn mmap<'a>(this: Pin<&'a Self>, vma: &BufferVma<'a>) -> Result {
-        if vma.flags() & (vm_flags::SHARED | vm_flags::MAYSHARE) == 0 {
-            return Err(EINVAL);
-        }
         this.get_ref().buf.mmap(vma)
     }
 
@@ -358,8 +349,8 @@ impl Exporter for Udmabuf {
         this.buf.vmap(locked)
     }
 
-    fn vunmap(this: Pin<&Self>, vaddr: NonNull<c_void>, locked: &ResvLocked<'_>) {
-        this.buf.vunmap(vaddr, locked)
+    fn vunmap(this: Pin<&Self>, mapping: KernelMapping, locked: &ResvLocked<'_>) {
+        this.buf.vunmap(mapping, locked)
     }
 
     fn begin_cpu_access(this: Pin<&Self>, dir: DataDirection) -> Result {
@@ -375,6 +366,7 @@ impl Exporter for Udmabuf {
 #[kunit_tests(udmabuf_rs)]
 mod tests {
     use super::*;
+    use core::ptr::NonNull;
     use kernel::{
         bindings,
         dma::attrs::DMA_ATTR_SKIP_CPU_SYNC,
@@ -386,6 +378,7 @@ mod tests {
             from_err_ptr,
             to_result, //
         },
+        mm::gup::LongTerm,
         page::BorrowedPage,
         scatterlist::SGTable,
         sizes::SZ_2M,
@@ -656,6 +649,21 @@ mod tests {
         }
     }
 
+    /// Pins the `NR` pages of `file` with `flags` into a new [`Windows`] buffer.
+    fn new_windows(file: &File, flags: PinFlags) -> Result<Arc<Windows>> {
+        let pages = PinnedPages::pin_user_pages_fd(file, 0, NR, flags, Accounting::None)?;
+        Ok(Arc::new(
+            Windows {
+                pages,
+                next: Atomic::new(0),
+                maps: core::array::from_fn(|_| Atomic::new(0)),
+                unmaps: core::array::from_fn(|_| Atomic::new(0)),
+                detaches: core::array::from_fn(|_| Atomic::new(0)),
+            },
+            GFP_KERNEL,
+        )?)
+    }
+
     /// Returns the maps, unmaps and detaches of each window of `buf`.
     fn window_counts(buf: &Windows) -> [[usize; WINDOWS]; 3] {
         [&buf.maps, &buf.unmaps, &buf.detaches].map(|c| c.each_ref().map(|n| n.load(Relaxed)))
@@ -666,18 +674,7 @@ mod tests {
         let importer = new_importer(c"udmabuf_rs_kunit_windows")?;
         let bound: &Device<Bound> = importer.as_ref().as_ref();
         let file = memfd(3)?;
-        let pages =
-            PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::empty(), Accounting::None)?;
-        let windows = Arc::new(
-            Windows {
-                pages,
-                next: Atomic::new(0),
-                maps: core::array::from_fn(|_| Atomic::new(0)),
-                unmaps: core::array::from_fn(|_| Atomic::new(0)),
-                detaches: core::array::from_fn(|_| Atomic::new(0)),
-            },
-            GFP_KERNEL,
-        )?;
+        let windows = new_windows(&file, PinFlags::WRITE)?;
         let buf = DmaBuf::export::<Windows>(windows.clone(), NR * PAGE_SIZE, O_RDWR)?;
 
         // Two attachments at once, each mapped for its own window.
@@ -703,6 +700,34 @@ mod tests {
         assert_eq!(window_counts(&windows), [[1, 1], [0, 1], [0, 1]]);
         drop(first);
         assert_eq!(window_counts(&windows), [[1, 1], [1, 1], [1, 1]]);
+        Ok(())
+    }
+    /// Pages pinned without [`PinFlags::WRITE`] are lent to a device to read only, and do not
+    /// make a [`PinnedBuffer`], whose importers and users may write.
+    #[test]
+    fn read_pins_are_not_lent_for_writing() -> Result {
+        let importer = new_importer(c"udmabuf_rs_kunit_read_pins")?;
+        let bound: &Device<Bound> = importer.as_ref().as_ref();
+        let file = memfd(5)?;
+        let windows = new_windows(&file, PinFlags::empty())?;
+        let buf = DmaBuf::export::<Windows>(windows.clone(), NR * PAGE_SIZE, O_RDWR)?;
+        // The refused map leaves window 0 used: the read-only import gets window 1.
+        assert_eq!(
+            buf.import(bound, DataDirection::FromDevice).err(),
+            Some(EPERM)
+        );
+        let import = buf.import(bound, DataDirection::ToDevice)?;
+        let pages = windows.window(1).filter_map(|i| windows.pages.page(i));
+        assert!(table_maps(import.table(), pages)?);
+        drop(import);
+
+        let pages =
+            PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::empty(), Accounting::None)?;
+        let made = KBox::pin_init(PinnedBuffer::new(pages, cpu_device()?), GFP_KERNEL);
+        assert_eq!(made.err(), Some(EPERM));
+        let pages =
+            PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::WRITE, Accounting::None)?;
+        assert!(KBox::pin_init(PinnedBuffer::new(pages, cpu_device()?), GFP_KERNEL).is_ok());
         Ok(())
     }
 }

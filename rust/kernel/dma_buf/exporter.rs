@@ -40,7 +40,10 @@ use crate::{
     },
     mm::{
         gup::FolioRuns,
-        virt::VmaNew, //
+        virt::{
+            flags as vm_flags,
+            VmaNew, //
+        },
     },
     module::this_module,
     page::PAGE_SIZE,
@@ -107,7 +110,8 @@ impl ResvLocked<'_> {
     }
 }
 
-/// A mapping of a dma-buf into the kernel address space, returned by [`Exporter::vmap`].
+/// A mapping of a dma-buf into the kernel address space, returned by [`Exporter::vmap`] and given
+/// back to [`Exporter::vunmap`]. It is not `Clone`: an exporter cannot keep one it returned.
 ///
 /// # Invariants
 ///
@@ -127,6 +131,12 @@ impl KernelMapping {
     pub unsafe fn from_raw(vaddr: NonNull<c_void>) -> Self {
         // INVARIANT: By the safety requirements.
         Self(vaddr)
+    }
+
+    /// Returns the start of the mapping.
+    #[inline]
+    pub fn as_ptr(&self) -> *mut c_void {
+        self.0.as_ptr()
     }
 }
 
@@ -158,7 +168,8 @@ impl Attachment {
     /// [`Exporter::map`] to return.
     ///
     /// The table borrows the pages for `'a`, as long as the attachment: [`Exporter::map`] can
-    /// only return a table of pages that the buffer's data keeps pinned.
+    /// only return a table of pages that the buffer's data keeps pinned. Pages not pinned for
+    /// writing can only be mapped [`DataDirection::ToDevice`] ([`EPERM`] otherwise).
     pub fn map_pages<'a>(
         &'a self,
         runs: FolioRuns<'a>,
@@ -168,7 +179,7 @@ impl Attachment {
         // SAFETY: `runs` borrows the pins of its pages for `'a`. The device stays usable for DMA
         // while it is attached, which it is for `'a` by the type invariants: the importer gives
         // back a table `map` returned (`unmap_dma_buf`) before it detaches.
-        unsafe { MappedSGTable::new_unchecked(self.device(), runs, dir, attrs, GFP_KERNEL) }
+        unsafe { MappedSGTable::new(self.device(), runs, dir, attrs, GFP_KERNEL) }
     }
 }
 
@@ -205,7 +216,22 @@ impl<'buf> BufferVma<'buf> {
     /// Maps the pages of `runs` from the start of the vma on, in order, by page frame
     /// (`remap_pfn_range()`), which makes it a `VM_PFNMAP` mapping: one call per physically
     /// contiguous stretch of pages. Fails if they do not fit in the vma.
+    ///
+    /// A vma is mapped once: a vma that is already a `VM_PFNMAP` mapping fails with [`EBUSY`].
+    /// Pages not pinned for writing ([`FolioRuns::writable`]) cannot be mapped writable: a
+    /// writable vma fails with [`EACCES`], as `mmap()` of a file not open for writing does, and
+    /// others cannot be made writable later.
     pub fn map_pages(&self, runs: FolioRuns<'buf>) -> Result {
+        // A second `remap_pfn_range()` of the same range is a `BUG()`.
+        if self.vma.flags() & vm_flags::PFNMAP != 0 {
+            return Err(EBUSY);
+        }
+        if !runs.writable() {
+            if self.vma.writable() {
+                return Err(EACCES);
+            }
+            self.vma.try_clear_maywrite()?;
+        }
         let vma = self.vma.set_pfnmap()?;
         let mut addr = vma.start();
         for (_, pfn, nr) in Stretches::new(runs, usize::MAX) {
@@ -299,12 +325,12 @@ pub trait Exporter: Sized {
         build_error!(VTABLE_DEFAULT_ERROR)
     }
 
-    /// Undoes [`Exporter::vmap`] (`vunmap`), with the address it returned.
+    /// Undoes [`Exporter::vmap`] (`vunmap`), with the mapping it returned.
     ///
     /// Called with the reservation lock of the dma-buf held.
     fn vunmap(
         _buf: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
-        _vaddr: NonNull<c_void>,
+        _mapping: KernelMapping,
         _locked: &ResvLocked<'_>,
     ) {
         build_error!(VTABLE_DEFAULT_ERROR)
@@ -527,9 +553,12 @@ impl<T: Exporter> ExporterVTable<T> {
     ) -> *mut bindings::sg_table {
         let result = (|| {
             let dir = Self::direction(dir)?;
-            // SAFETY: The attachment is valid during the call, and keeps its dma-buf alive.
+            // SAFETY: The attachment keeps its dma-buf alive. The buffer's data, and the
+            // attachment with its device, stay valid beyond the call, for as long as the table
+            // `T::map` returns borrows them: the importer gives the table back
+            // (`unmap_dma_buf`) before it detaches, and the dma-buf is released after that.
             let data = unsafe { Self::data((*attach).dmabuf) };
-            // SAFETY: The attachment and its device stay valid during the call.
+            // SAFETY: As above.
             let attachment = unsafe { Attachment::from_raw(attach) };
             // SAFETY: The attachment is valid during the call, so not detached: `dma_buf_detach()`
             // frees it.
@@ -646,7 +675,8 @@ impl<T: Exporter> ExporterVTable<T> {
         // SAFETY: The core calls `vunmap` with the reservation lock held (`dma_buf_vunmap()`).
         let locked = unsafe { ResvLocked::new(buf) };
         if let Some(vaddr) = NonNull::new(vaddr) {
-            T::vunmap(data, vaddr, &locked);
+            // SAFETY: `vaddr` is the mapping `T::vmap` returned, which the core gives back.
+            T::vunmap(data, unsafe { KernelMapping::from_raw(vaddr) }, &locked);
         }
     }
 

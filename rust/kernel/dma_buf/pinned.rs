@@ -18,10 +18,13 @@ use crate::{
         attrs::DMA_ATTR_SKIP_CPU_SYNC,
         DataDirection, //
     },
-    mm::gup::{
-        FolioRuns,
-        PinTerm,
-        PinnedPages, //
+    mm::{
+        gup::{
+            FolioRuns,
+            LongTerm,
+            PinnedPages, //
+        },
+        virt::flags as vm_flags,
     },
     new_mutex,
     prelude::*,
@@ -29,58 +32,76 @@ use crate::{
     sync::{
         atomic::{
             Atomic,
-            Full,
             Relaxed, //
         },
         Mutex,
     },
 };
 use core::ptr::NonNull;
+use pin_init::pin_init_scope;
 
 /// The pinned pages of a dma-buf, with what an [`Exporter`] keeps of them between calls.
 ///
-/// It implements what the callbacks of an exporter whose memory is [`PinnedPages`] (udmabuf's)
-/// do: map the pages for an attachment ([`PinnedBuffer::map`]) and into user space
+/// It implements what the callbacks of an exporter whose memory is long-term [`PinnedPages`],
+/// pinned for writing (udmabuf's), do: map the pages for an attachment ([`PinnedBuffer::map`]) and into user space
 /// ([`PinnedBuffer::mmap`]), map them into the kernel and unmap them ([`PinnedBuffer::vmap`],
 /// [`PinnedBuffer::vunmap`]), and sync them for the CPU ([`PinnedBuffer::begin_cpu_access`],
 /// [`PinnedBuffer::end_cpu_access`]) with a table mapped for a device of the exporter's own, `D`,
 /// on the first `begin_cpu_access` and kept until the buffer is dropped. The pages are mapped for
-/// importers without syncing, as udmabuf maps them.
+/// importers without syncing, as udmabuf maps them. The CPU-access calls serialise on a mutex of
+/// the buffer, which they hold while they sync; udmabuf takes the reservation lock instead.
 ///
 /// [`Exporter`]: super::Exporter
 ///
 /// # Invariants
 ///
+/// - `pages` were pinned for writing, and `dev` has a DMA mask.
+/// - `pages` and `dev` are neither moved nor changed while `self` lives: nothing but the
+///   destructor has mutable access to them.
 /// - `cpu_table`, if set, is a table of the pages of `pages`, mapped for `dev`.
 /// - `vaddr`, if not zero, is the address of a `vm_map_ram()` mapping of all the pages of
 ///   `pages`, which nothing else unmaps.
 #[pin_data(PinnedDrop)]
-pub struct PinnedBuffer<T: PinTerm, D: AsRef<Device<Bound>> + Send + Sync> {
+pub struct PinnedBuffer<D: AsRef<Device<Bound>>> {
     #[pin]
     cpu_table: Mutex<Option<KBox<MappedSGTable<'static>>>>,
     vaddr: Atomic<usize>,
     dev: D,
-    pages: PinnedPages<T>,
+    pages: PinnedPages<LongTerm>,
 }
 
-impl<T: PinTerm, D: AsRef<Device<Bound>> + Send + Sync> PinnedBuffer<T, D> {
-    /// Makes the buffer of `pages`, whose CPU access syncs through `dev`, which needs a DMA mask
-    /// (see [`faux::Registration::new_with_dma_mask`]).
+impl<D: AsRef<Device<Bound>>> PinnedBuffer<D> {
+    /// Makes the buffer of `pages`, whose CPU access syncs through `dev`.
+    ///
+    /// Fails with [`EPERM`] if the pages were not pinned for writing (importers and user space
+    /// may write to a dma-buf), and with [`EINVAL`] if `dev` has no DMA mask (see
+    /// [`faux::Registration::new_with_dma_mask`]).
     ///
     /// [`faux::Registration::new_with_dma_mask`]: crate::faux::Registration::new_with_dma_mask
-    pub fn new(pages: PinnedPages<T>, dev: D) -> impl PinInit<Self, Error> {
-        // INVARIANT: No table and no kernel mapping yet.
-        try_pin_init!(Self {
-            cpu_table <- new_mutex!(None),
-            vaddr: Atomic::new(0),
-            dev,
-            pages,
+    pub fn new(pages: PinnedPages<LongTerm>, dev: D) -> impl PinInit<Self, Error> {
+        pin_init_scope(move || {
+            if !pages.writable() {
+                return Err(EPERM);
+            }
+            // SAFETY: `dev` is a valid device, whose `dma_mask` pointer is set before it is used
+            // for DMA and stays put.
+            if unsafe { (*dev.as_ref().as_raw()).dma_mask }.is_null() {
+                return Err(EINVAL);
+            }
+            // INVARIANT: The pages were pinned for writing and `dev` has a DMA mask; no table and
+            // no kernel mapping yet.
+            Ok(try_pin_init!(Self {
+                cpu_table <- new_mutex!(None),
+                vaddr: Atomic::new(0),
+                dev,
+                pages,
+            }))
         })
     }
 
     /// Returns the pages.
     #[inline]
-    pub fn pages(&self) -> &PinnedPages<T> {
+    pub fn pages(&self) -> &PinnedPages<LongTerm> {
         &self.pages
     }
 
@@ -99,10 +120,14 @@ impl<T: PinTerm, D: AsRef<Device<Bound>> + Send + Sync> PinnedBuffer<T, D> {
         attachment.map_pages(self.runs()?, dir, DMA_ATTR_SKIP_CPU_SYNC)
     }
 
-    /// Maps the pages that `vma` covers, from its page offset on, for [`Exporter::mmap`].
+    /// Maps the pages that `vma` covers, from its page offset on, for [`Exporter::mmap`]. A
+    /// private mapping fails with [`EINVAL`], as in udmabuf: the pages are shared.
     ///
     /// [`Exporter::mmap`]: super::Exporter::mmap
     pub fn mmap<'a>(&'a self, vma: &BufferVma<'a>) -> Result {
+        if vma.flags() & (vm_flags::SHARED | vm_flags::MAYSHARE) == 0 {
+            return Err(EINVAL);
+        }
         let first = vma.pgoff();
         let end = first
             .checked_add((vma.end() - vma.start()) >> crate::page::PAGE_SHIFT)
@@ -128,9 +153,10 @@ impl<T: PinTerm, D: AsRef<Device<Bound>> + Send + Sync> PinnedBuffer<T, D> {
             )
         };
         let vaddr = NonNull::new(vaddr).ok_or(EINVAL)?;
+        // The reservation lock serialises `vmap` and `vunmap`.
         if self
             .vaddr
-            .cmpxchg(0, vaddr.as_ptr() as usize, Full)
+            .cmpxchg(0, vaddr.as_ptr() as usize, Relaxed)
             .is_err()
         {
             // SAFETY: `vaddr` was mapped above, for `count` pages, and is not handed out.
@@ -143,12 +169,12 @@ impl<T: PinTerm, D: AsRef<Device<Bound>> + Send + Sync> PinnedBuffer<T, D> {
     }
 
     /// Unmaps the mapping [`PinnedBuffer::vmap`] returned, for [`Exporter::vunmap`]; does nothing
-    /// if `vaddr` is not that mapping.
+    /// if `mapping` is not that mapping (one of another buffer).
     ///
     /// [`Exporter::vunmap`]: super::Exporter::vunmap
-    pub fn vunmap(&self, vaddr: NonNull<c_void>, _locked: &ResvLocked<'_>) {
-        let vaddr = vaddr.as_ptr() as usize;
-        if vaddr != 0 && self.vaddr.cmpxchg(vaddr, 0, Full).is_ok() {
+    pub fn vunmap(&self, mapping: KernelMapping, _locked: &ResvLocked<'_>) {
+        let vaddr = mapping.as_ptr() as usize;
+        if self.vaddr.cmpxchg(vaddr, 0, Relaxed).is_ok() {
             // SAFETY: By the type invariants, `vaddr` maps all the pages; it is unmapped once, as
             // it was taken out of `self.vaddr`.
             unsafe { bindings::vm_unmap_ram(vaddr as *const c_void, self.pages.len() as u32) };
@@ -165,16 +191,17 @@ impl<T: PinTerm, D: AsRef<Device<Bound>> + Send + Sync> PinnedBuffer<T, D> {
             Some(table) => table,
             none => {
                 // Bidirectional, as every later call syncs it in its own direction.
-                let table = MappedSGTable::new(
-                    self.dev.as_ref(),
-                    self.runs()?,
-                    DataDirection::Bidirectional,
-                    DMA_ATTR_SKIP_CPU_SYNC,
-                    GFP_KERNEL,
-                )?;
-                // SAFETY: The table borrows the pages and the binding of `dev`, which `self` owns:
-                // it is dropped before them, in `PinnedDrop::drop`.
-                let table = unsafe { KBox::from_raw(KBox::into_raw(table).cast()) };
+                // SAFETY: The pages stay pinned and `dev` bound, by the type invariants, until
+                // `PinnedDrop::drop` drops the table, first; the table is never leaked.
+                let table = unsafe {
+                    MappedSGTable::new(
+                        self.dev.as_ref(),
+                        self.runs()?,
+                        DataDirection::Bidirectional,
+                        DMA_ATTR_SKIP_CPU_SYNC,
+                        GFP_KERNEL,
+                    )
+                }?;
                 // INVARIANT: The table maps the pages of `pages` for `dev`.
                 none.insert(table)
             }
@@ -199,7 +226,7 @@ impl<T: PinTerm, D: AsRef<Device<Bound>> + Send + Sync> PinnedBuffer<T, D> {
 }
 
 #[pinned_drop]
-impl<T: PinTerm, D: AsRef<Device<Bound>> + Send + Sync> PinnedDrop for PinnedBuffer<T, D> {
+impl<D: AsRef<Device<Bound>>> PinnedDrop for PinnedBuffer<D> {
     fn drop(self: Pin<&mut Self>) {
         // The table and the kernel mapping go before the pins and `dev`.
         drop(self.cpu_table.lock().take());

@@ -409,7 +409,15 @@ impl<T: PinTerm> PinnedPages<T> {
         // zero page, and `self` is borrowed for as long as the iterator lives.
         Some(FolioRuns {
             pages: self.pages.get(range)?,
+            writable: self.dirty,
         })
+    }
+
+    /// Returns whether the pages were pinned for writing ([`PinFlags::WRITE`]): only then may a
+    /// device or a user mapping write to them.
+    #[inline]
+    pub fn writable(&self) -> bool {
+        self.dirty
     }
 
     /// Returns the pinned pages as the array of `struct page` pointers that C functions such as
@@ -630,13 +638,20 @@ impl<'a> FolioRun<'a> {
 /// # Invariants
 ///
 /// Every entry of `pages` is a page pinned by the [`PinnedPages`] borrowed for `'a`, or the zero
-/// page.
+/// page. If `writable`, every pin was taken with [`PinFlags::WRITE`].
 #[derive(Clone)]
 pub struct FolioRuns<'a> {
     pages: &'a [NonNull<bindings::page>],
+    writable: bool,
 }
 
 impl<'a> FolioRuns<'a> {
+    /// Returns whether the pages were pinned for writing ([`PinnedPages::writable`]).
+    #[inline]
+    pub fn writable(&self) -> bool {
+        self.writable
+    }
+
     /// Returns the entries not walked yet, for C functions that take an array of pages.
     #[inline]
     pub(crate) fn as_raw_pages(&self) -> &'a [NonNull<bindings::page>] {
