@@ -238,8 +238,8 @@ impl UdmabufFile {
 }
 
 /// Pins the memfd ranges of `items`, whose files `open` looks up, and exports them as a dma-buf
-/// whose CPU access maps for `cpu_dev`. The checks and their errors are those of the C driver, in its
-/// order, but for the `RLIMIT_MEMLOCK` charge (`account_memlock`), made before the items are
+/// whose CPU access maps for `cpu_dev`. The checks and their errors are those of the C driver, in
+/// its order, but for the `RLIMIT_MEMLOCK` charge (`account_memlock`), made before the items are
 /// looked at.
 fn export(
     cpu_dev: &'static Device<Bound>,

@@ -43,11 +43,12 @@ use pin_init::pin_init_scope;
 /// The pinned pages of a dma-buf, with what an [`Exporter`] keeps of them between calls.
 ///
 /// It implements what the callbacks of an exporter whose memory is long-term [`PinnedPages`],
-/// pinned for writing (udmabuf's), do: map the pages for an attachment ([`PinnedBuffer::map`]) and into user space
-/// ([`PinnedBuffer::mmap`]), map them into the kernel and unmap them ([`PinnedBuffer::vmap`],
-/// [`PinnedBuffer::vunmap`]), and sync them for the CPU ([`PinnedBuffer::begin_cpu_access`],
-/// [`PinnedBuffer::end_cpu_access`]) with a table mapped for a device of the exporter's own, `D`,
-/// on the first `begin_cpu_access` and kept until the buffer is dropped. The pages are mapped for
+/// pinned for writing (udmabuf's), do: map the pages for an attachment ([`PinnedBuffer::map`])
+/// and into user space ([`PinnedBuffer::mmap`]), map them into the kernel and unmap them
+/// ([`PinnedBuffer::vmap`], [`PinnedBuffer::vunmap`]), and sync them for the CPU
+/// ([`PinnedBuffer::begin_cpu_access`], [`PinnedBuffer::end_cpu_access`]) with a table mapped
+/// for a device of the exporter's own, `D`, on the first `begin_cpu_access` and kept until the
+/// buffer is dropped. The pages are mapped for
 /// importers without syncing, as udmabuf maps them. The CPU-access calls serialise on a mutex of
 /// the buffer, which they hold while they sync; udmabuf takes the reservation lock instead.
 ///
