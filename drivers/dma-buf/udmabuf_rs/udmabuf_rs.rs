@@ -368,6 +368,7 @@ mod tests {
     use super::*;
     use core::ptr::NonNull;
     use kernel::{
+        alloc::flags::__GFP_ZERO,
         bindings,
         dma::attrs::DMA_ATTR_SKIP_CPU_SYNC,
         dma_buf::{
@@ -378,8 +379,11 @@ mod tests {
             from_err_ptr,
             to_result, //
         },
-        mm::gup::LongTerm,
-        page::BorrowedPage,
+        mm::gup::{
+            FolioRuns,
+            LongTerm, //
+        },
+        page::Page,
         scatterlist::SGTable,
         sizes::SZ_2M,
         sync::{
@@ -490,7 +494,7 @@ mod tests {
         let import = buf.import(bound, DataDirection::Bidirectional)?;
         assert!(table_maps(
             import.table(),
-            pins.iter().flat_map(|p| p.iter())
+            pins.iter().flat_map(|p| p.iter()).map(|page| page.pfn())
         )?);
         Ok(())
     }
@@ -498,13 +502,10 @@ mod tests {
     /// Returns whether `table`, mapped for a device that sees physical addresses (no IOMMU),
     /// has one entry per physically contiguous stretch of `pages`, in order, as
     /// `sg_alloc_table_from_pages()` would make them, found here page by page.
-    fn table_maps<'a>(
-        table: &SGTable,
-        pages: impl Iterator<Item = BorrowedPage<'a>>,
-    ) -> Result<bool> {
+    fn table_maps(table: &SGTable, pfns: impl Iterator<Item = usize>) -> Result<bool> {
         let mut expected: KVec<(u64, u64)> = KVec::new();
-        for page in pages {
-            let addr = (page.pfn() << PAGE_SHIFT) as u64;
+        for pfn in pfns {
+            let addr = (pfn << PAGE_SHIFT) as u64;
             match expected.last_mut() {
                 Some((start, len)) if *start + *len == addr => *len += PAGE_SIZE as u64,
                 _ => expected.push((addr, PAGE_SIZE as u64), GFP_KERNEL)?,
@@ -566,7 +567,7 @@ mod tests {
         let import = buf.import(bound, DataDirection::Bidirectional)?;
         assert!(table_maps(
             import.table(),
-            order.filter_map(|i| pins.page(i))
+            order.filter_map(|i| pins.page(i)).map(|page| page.pfn())
         )?);
         Ok(())
     }
@@ -684,7 +685,7 @@ mod tests {
         ];
         for (index, import) in imports.iter().enumerate() {
             let pages = windows.window(index).filter_map(|i| windows.pages.page(i));
-            assert!(table_maps(import.table(), pages)?);
+            assert!(table_maps(import.table(), pages.map(|page| page.pfn()))?);
         }
         assert_eq!(window_counts(&windows), [[1, 1], [0, 0], [0, 0]]);
         // The exporter refuses a third attachment, and keeps no data for it.
@@ -718,7 +719,7 @@ mod tests {
         );
         let import = buf.import(bound, DataDirection::ToDevice)?;
         let pages = windows.window(1).filter_map(|i| windows.pages.page(i));
-        assert!(table_maps(import.table(), pages)?);
+        assert!(table_maps(import.table(), pages.map(|page| page.pfn()))?);
         drop(import);
 
         let pages =
@@ -728,6 +729,52 @@ mod tests {
         let pages =
             PinnedPages::pin_user_pages_fd(&file, 0, NR, PinFlags::WRITE, Accounting::None)?;
         assert!(KBox::pin_init(PinnedBuffer::new(pages, cpu_device()?), GFP_KERNEL).is_ok());
+        Ok(())
+    }
+    /// A third exporter, of pages it allocates itself rather than pins: each attachment maps all
+    /// of them, in its own direction.
+    struct OwnPages {
+        pages: KVec<Page>,
+    }
+
+    #[vtable]
+    impl Exporter for OwnPages {
+        type Ptr = Pin<KBox<Self>>;
+        type AttachData = ();
+
+        fn map<'a>(
+            buf: Pin<&'a Self>,
+            attachment: &'a Attachment,
+            _data: &(),
+            dir: DataDirection,
+            _locked: &ResvLocked<'_>,
+        ) -> Result<KBox<MappedSGTable<'a>>> {
+            let runs = FolioRuns::of_pages(&buf.get_ref().pages);
+            attachment.map_pages(runs, dir, DMA_ATTR_SKIP_CPU_SYNC)
+        }
+    }
+
+    #[test]
+    fn exporter_of_its_own_pages() -> Result {
+        let importer = new_importer(c"udmabuf_rs_kunit_own_pages")?;
+        let bound: &Device<Bound> = importer.as_ref().as_ref();
+        let mut pages = KVec::with_capacity(NR, GFP_KERNEL)?;
+        let mut pfns = KVec::with_capacity(NR, GFP_KERNEL)?;
+        for _ in 0..NR {
+            let page = Page::alloc_page(GFP_KERNEL | __GFP_ZERO)?;
+            pfns.push(page.pfn(), GFP_KERNEL)?;
+            pages.push(page, GFP_KERNEL)?;
+        }
+        let own = KBox::pin(OwnPages { pages }, GFP_KERNEL)?;
+        let buf = DmaBuf::export::<OwnPages>(own, NR * PAGE_SIZE, O_RDWR)?;
+        // Two attachments at once, in both directions: owned pages are writable.
+        let imports = [
+            buf.import(bound, DataDirection::ToDevice)?,
+            buf.import(bound, DataDirection::FromDevice)?,
+        ];
+        for import in &imports {
+            assert!(table_maps(import.table(), pfns.iter().copied())?);
+        }
         Ok(())
     }
 }

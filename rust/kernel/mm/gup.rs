@@ -23,7 +23,8 @@ use crate::{
     },
     page::{
         AsPageIter,
-        BorrowedPage, //
+        BorrowedPage,
+        Page, //
     },
     prelude::*,
 };
@@ -632,13 +633,14 @@ impl<'a> FolioRun<'a> {
     }
 }
 
-/// An iterator over the pages of a [`PinnedPages`] as runs of one folio, from
-/// [`PinnedPages::folio_runs`].
+/// An iterator over pages as runs of one folio: those of a [`PinnedPages`], from
+/// [`PinnedPages::folio_runs`], or pages a driver allocated, from [`FolioRuns::of_pages`].
 ///
 /// # Invariants
 ///
 /// Every entry of `pages` is a page pinned by the [`PinnedPages`] borrowed for `'a`, or the zero
-/// page. If `writable`, every pin was taken with [`PinFlags::WRITE`].
+/// page, or every entry is a page owned by a [`Page`] borrowed for `'a`. If `writable`, every pin
+/// was taken with [`PinFlags::WRITE`], or the pages are owned.
 #[derive(Clone)]
 pub struct FolioRuns<'a> {
     pages: &'a [NonNull<bindings::page>],
@@ -646,7 +648,25 @@ pub struct FolioRuns<'a> {
 }
 
 impl<'a> FolioRuns<'a> {
-    /// Returns whether the pages were pinned for writing ([`PinnedPages::writable`]).
+    /// Returns the runs of `pages`, which the caller allocated: a table or a mapping of them, from
+    /// a dma-buf exporter whose memory is its own for example, borrows them for `'a`. Pages of
+    /// [`Page::alloc_page`] are folios of their own, a run each.
+    #[inline]
+    pub fn of_pages(pages: &'a [Page]) -> Self {
+        // CAST: `Page` is a transparent `NonNull<bindings::page>`.
+        let raw = pages.as_ptr().cast::<NonNull<bindings::page>>();
+        // INVARIANT: Every entry is a page owned by a `Page` of `pages`, borrowed for `'a`, which
+        // its owner may write to.
+        Self {
+            // SAFETY: `raw` points to `pages.len()` valid `NonNull<bindings::page>`, borrowed from
+            // `pages` for `'a`.
+            pages: unsafe { slice::from_raw_parts(raw, pages.len()) },
+            writable: true,
+        }
+    }
+
+    /// Returns whether the pages were pinned for writing ([`PinnedPages::writable`]), or are
+    /// owned.
     #[inline]
     pub fn writable(&self) -> bool {
         self.writable
@@ -667,8 +687,8 @@ impl<'a> Iterator for FolioRuns<'a> {
         let first = *self.pages.first()?;
         let mut nr_pages = 0;
         // SAFETY: `self.pages` is a non-empty array of `self.pages.len()` pages, which by the type
-        // invariants are pinned (or the zero page) while `'a` lasts: their folios can be neither
-        // freed nor split. `NonNull<T>` has the layout of `*mut T`.
+        // invariants are pinned (or the zero page), or owned, while `'a` lasts: their folios can
+        // be neither freed nor split. `NonNull<T>` has the layout of `*mut T`.
         let folio = unsafe {
             bindings::pages_folio_run(self.pages.as_ptr().cast(), self.pages.len(), &mut nr_pages)
         };
