@@ -731,6 +731,7 @@ mod tests {
         assert!(KBox::pin_init(PinnedBuffer::new(pages, cpu_device()?), GFP_KERNEL).is_ok());
         Ok(())
     }
+
     /// A third exporter, of pages it allocates itself rather than pins: each attachment maps all
     /// of them, in its own direction.
     struct OwnPages {

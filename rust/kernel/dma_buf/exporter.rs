@@ -168,8 +168,8 @@ impl Attachment {
     /// [`Exporter::map`] to return.
     ///
     /// The table borrows the pages for `'a`, as long as the attachment: [`Exporter::map`] can
-    /// only return a table of pages that the buffer's data keeps pinned. Pages not pinned for
-    /// writing can only be mapped [`DataDirection::ToDevice`] ([`EPERM`] otherwise).
+    /// only return a table of pages that the buffer's data keeps pinned or owns. Pages not pinned
+    /// for writing can only be mapped [`DataDirection::ToDevice`] ([`EPERM`] otherwise).
     pub fn map_pages<'a>(
         &'a self,
         runs: FolioRuns<'a>,
@@ -186,9 +186,9 @@ impl Attachment {
 /// A new user space mapping of a dma-buf, lent to [`Exporter::mmap`].
 ///
 /// The mapping holds a reference to the dma-buf's file, so the buffer's data outlives it. `'buf`
-/// is the lifetime of [`Exporter::mmap`]'s borrow of that data: pages pinned for `'buf` are pinned
-/// by the data (or forever), and [`BufferVma::map_pages`] can map them by page frame. The
-/// lifetime is invariant, so that pages pinned for less cannot be passed.
+/// is the lifetime of [`Exporter::mmap`]'s borrow of that data: pages pinned or owned for `'buf`
+/// are pinned or owned by the data (or forever), and [`BufferVma::map_pages`] can map them by page
+/// frame. The lifetime is invariant, so that pages borrowed for less cannot be passed.
 ///
 /// # Invariants
 ///
@@ -236,9 +236,9 @@ impl<'buf> BufferVma<'buf> {
         let mut addr = vma.start();
         for (_, pfn, nr) in Stretches::new(runs, usize::MAX) {
             let size = nr.checked_mul(PAGE_SIZE).ok_or(EINVAL)?;
-            // SAFETY: The stretch is `nr` pages pinned for `'buf`, which by the type invariants
-            // stay pinned until the dma-buf is released, after the vma, which holds a reference to
-            // its file, is gone.
+            // SAFETY: The stretch is `nr` pages pinned or owned for `'buf`, which by the type
+            // invariants stay so until the dma-buf is released, after the vma, which holds a
+            // reference to its file, is gone.
             unsafe { vma.remap_pfn_range(addr, pfn, size) }?;
             addr += size;
         }

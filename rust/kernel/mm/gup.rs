@@ -14,6 +14,10 @@
 //!     srctree/Documentation/core-api/pin_user_pages.rst
 
 use crate::{
+    alloc::{
+        Allocator,
+        Vec, //
+    },
     bindings,
     error::to_result,
     fs::LocalFile,
@@ -603,9 +607,11 @@ impl<T: PinTerm> Drop for PinnedPages<T> {
     }
 }
 
-/// Consecutive pages of one folio, lent by a [`PinnedPages`]: a run of [`FolioRuns`].
+/// Consecutive pages of one folio, lent by a [`PinnedPages`] or by owned pages: a run of
+/// [`FolioRuns`].
 ///
-/// The pages are pinned, or the run is one entry of the zero page, which GUP lends unpinned.
+/// The pages are pinned, or the run is one entry of the zero page, which GUP lends unpinned, or
+/// the page is owned by a [`Page`] (an order-0 page, a run of its own).
 pub struct FolioRun<'a> {
     folio: &'a Folio,
     first: BorrowedPage<'a>,
@@ -650,13 +656,21 @@ pub struct FolioRuns<'a> {
 impl<'a> FolioRuns<'a> {
     /// Returns the runs of `pages`, which the caller allocated: a table or a mapping of them, from
     /// a dma-buf exporter whose memory is its own for example, borrows them for `'a`. Pages of
-    /// [`Page::alloc_page`] are folios of their own, a run each.
+    /// [`Page::alloc_page`] are order-0 pages, not compound, a run each.
+    ///
+    /// The pages are writable, as their owner may write to them. They come in a [`Vec`], which
+    /// holds `Page` values, owned: a `&Page` may also be lent by a [`BorrowedPage`], of a page
+    /// pinned only for reading for example, but a vector of them cannot be made of it.
+    ///
+    /// Devices and user space will see the pages: allocate them zeroed (`__GFP_ZERO`) or fill them
+    /// first, lest old kernel data leak; and not movable (`__GFP_MOVABLE`), as pages held for the
+    /// life of a dma-buf cannot migrate.
     #[inline]
-    pub fn of_pages(pages: &'a [Page]) -> Self {
+    pub fn of_pages<A: Allocator>(pages: &'a Vec<Page, A>) -> Self {
         // CAST: `Page` is a transparent `NonNull<bindings::page>`.
         let raw = pages.as_ptr().cast::<NonNull<bindings::page>>();
-        // INVARIANT: Every entry is a page owned by a `Page` of `pages`, borrowed for `'a`, which
-        // its owner may write to.
+        // INVARIANT: Every entry is a page owned by a `Page` of `pages`, borrowed for `'a`: safe
+        // code makes a `Page` value only by allocating its page.
         Self {
             // SAFETY: `raw` points to `pages.len()` valid `NonNull<bindings::page>`, borrowed from
             // `pages` for `'a`.
@@ -693,12 +707,13 @@ impl<'a> Iterator for FolioRuns<'a> {
             bindings::pages_folio_run(self.pages.as_ptr().cast(), self.pages.len(), &mut nr_pages)
         };
         // `pages_folio_run()` returns a run of 1 to `self.pages.len()` entries.
-        // INVARIANT: The rest of the entries are pages of the same `PinnedPages`.
+        // INVARIANT: The rest of the entries are pages of the same `PinnedPages`, or owned pages
+        // of the same vector.
         self.pages = self.pages.get(nr_pages..).unwrap_or_default();
         Some(FolioRun {
-            // SAFETY: `folio` is the folio of a page pinned for `'a`, see above.
+            // SAFETY: `folio` is the folio of a page pinned or owned for `'a`, see above.
             folio: unsafe { Folio::from_raw(folio) },
-            // SAFETY: The page is pinned for `'a`, see above.
+            // SAFETY: The page is pinned or owned for `'a`, see above.
             first: unsafe { BorrowedPage::from_raw(first) },
             nr_pages,
         })
