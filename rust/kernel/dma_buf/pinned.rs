@@ -100,12 +100,6 @@ impl<D: AsRef<Device<Bound>>> PinnedBuffer<D> {
         })
     }
 
-    /// Returns the pages.
-    #[inline]
-    pub fn pages(&self) -> &PinnedPages<LongTerm> {
-        &self.pages
-    }
-
     fn runs(&self) -> Result<FolioRuns<'_>> {
         self.pages.folio_runs(0..self.pages.len()).ok_or(EINVAL)
     }
