@@ -64,6 +64,7 @@ use pin_init::pin_init_scope;
 ///   `pages`, which nothing else unmaps.
 #[pin_data(PinnedDrop)]
 pub struct PinnedBuffer<D: AsRef<Device<Bound>>> {
+    // Declared first, so that the table is dropped (unmapped) before the pins and `dev`.
     #[pin]
     cpu_table: Mutex<Option<KBox<MappedSGTable<'static>>>>,
     vaddr: Atomic<usize>,
@@ -223,13 +224,15 @@ impl<D: AsRef<Device<Bound>>> PinnedBuffer<D> {
 #[pinned_drop]
 impl<D: AsRef<Device<Bound>>> PinnedDrop for PinnedBuffer<D> {
     fn drop(self: Pin<&mut Self>) {
-        // The table and the kernel mapping go before the pins and `dev`.
-        drop(self.cpu_table.lock().take());
-        let vaddr = self.vaddr.xchg(0, Relaxed);
+        // The kernel mapping goes here, and the table with the first field: both before the pins
+        // and `dev`, dropped after them. Nothing else can use the buffer, so neither needs a
+        // lock or an atomic operation.
+        let this = self.project();
+        let vaddr = *this.vaddr.get_mut();
         if vaddr != 0 {
             // SAFETY: By the type invariants, `vaddr` maps all the pages, and nothing else
             // unmaps it.
-            unsafe { bindings::vm_unmap_ram(vaddr as *const c_void, self.pages.len() as u32) };
+            unsafe { bindings::vm_unmap_ram(vaddr as *const c_void, this.pages.len() as u32) };
         }
     }
 }

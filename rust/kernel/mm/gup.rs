@@ -579,6 +579,7 @@ impl FdRangePins {
 
     /// Returns the pins once every page is pinned, or [`EINVAL`] (and releases them) if pages
     /// are left.
+    #[inline]
     pub fn finish(mut self) -> Result<PinnedPages<LongTerm>> {
         if self.pins.pages.len() != self.nr_pages {
             return Err(EINVAL);
