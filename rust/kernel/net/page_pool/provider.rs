@@ -544,16 +544,22 @@ impl NlReply {
 /// keeps it alive from `init` to `destroy`, or it is static). Netlink replies about the queue call
 /// `T`'s `nl_fill` with it meanwhile. If `T` lends net_iovs that are neither devmem's nor
 /// io_uring's (a test provider's), the device never receives into the queue.
+///
+/// A non-zero `rx_page_size` asks the queue for buffers of that many bytes, a power of two of at
+/// least `PAGE_SIZE` (devmem's `rx-page-size`): its page pools then have the matching order
+/// ([`ProviderPool::order`]). A device whose queues cannot change it refuses with
+/// [`EOPNOTSUPP`]. Zero keeps the device's size.
 #[inline]
 pub unsafe fn open_rx_queue<T: MemoryProvider>(
     netdev: *mut bindings::net_device,
     queue: u32,
     priv_data: &T::Priv,
+    rx_page_size: u32,
 ) -> Result {
     let params = bindings::pp_memory_provider_params {
         mp_priv: core::ptr::from_ref(priv_data).cast_mut().cast(),
         mp_ops: T::OPS.as_raw(),
-        rx_page_size: 0,
+        rx_page_size,
     };
     // SAFETY: By the safety requirements; the params are copied.
     to_result(unsafe { bindings::netif_mp_open_rxq(netdev, queue, &params, core::ptr::null_mut()) })
@@ -619,6 +625,8 @@ mod tests {
         uninstall: Atomic<u32>,
         /// How many net_iovs `alloc` lends per call.
         bulk: Atomic<u32>,
+        /// The order of the last pool `init` was called for.
+        order: Atomic<u32>,
     }
 
     // SAFETY: A net_iov is used by one holder at a time, which `free` hands out atomically; the
@@ -674,6 +682,7 @@ mod tests {
         nl_fill: Atomic::new(0),
         uninstall: Atomic::new(0),
         bulk: Atomic::new(1),
+        order: Atomic::new(0),
     };
 
     struct Counting;
@@ -699,6 +708,7 @@ mod tests {
             if pool.dma_dir()? != DataDirection::FromDevice {
                 return Err(EINVAL);
             }
+            counters.order.store(pool.order(), Relaxed);
             counters.init.add(1, Relaxed);
             Ok(DmaSync::Disable)
         }
@@ -763,14 +773,23 @@ mod tests {
     /// Called by the rx queue code with `dev` locked and `mem` zeroed room for a `QueueMem`.
     unsafe extern "C" fn mem_alloc(
         dev: *mut bindings::net_device,
-        _qcfg: *mut bindings::netdev_queue_config,
+        qcfg: *mut bindings::netdev_queue_config,
         mem: *mut c_void,
         idx: c_int,
     ) -> c_int {
         // SAFETY: The test set the device's parent to a faux device, bound while the netdev
         // exists.
         let parent = unsafe { Device::<Normal>::from_raw((*dev).dev.parent).as_bound() };
-        let params = Params::new().dma(parent, DataDirection::FromDevice, PAGE_SIZE as u32);
+        // SAFETY: The rx queue code passes the queue's valid configuration. Its page size is zero
+        // unless the device's ops support it (`QUEUE_OPS_PAGE_SIZE`) and a provider asked for it.
+        let page_size = unsafe { (*qcfg).rx_page_size } as usize;
+        // The rx queue code checked that it is a power of two, at least `PAGE_SIZE`.
+        let order = (page_size / PAGE_SIZE).checked_ilog2().unwrap_or(0);
+        let params = Params::new().order(order).dma(
+            parent,
+            DataDirection::FromDevice,
+            (PAGE_SIZE << order) as u32,
+        );
         // SAFETY: `dev` is valid and locked, has queue `idx`, and outlives its pools (the tests
         // wait for every pool's `destroy`).
         let pool = unsafe { PagePool::new_for_rx_queue(params, dev, idx as u32) }
@@ -820,6 +839,12 @@ mod tests {
         ..unsafe { core::mem::zeroed() }
     };
 
+    /// The queue ops of a device whose queues take a provider's `rx_page_size`.
+    static QUEUE_OPS_PAGE_SIZE: bindings::netdev_queue_mgmt_ops = bindings::netdev_queue_mgmt_ops {
+        supported_params: bindings::QCFG_RX_PAGE_SIZE,
+        ..QUEUE_OPS
+    };
+
     /// The test device's `net_device_ops`: none; registering would fill in defaults, but the
     /// device is never registered.
     struct NetdevOps(bindings::net_device_ops);
@@ -837,7 +862,10 @@ mod tests {
     struct TestNetdev(NonNull<bindings::net_device>);
 
     impl TestNetdev {
-        fn new(parent: &Device) -> Result<Self> {
+        fn new(
+            parent: &Device,
+            queue_ops: &'static bindings::netdev_queue_mgmt_ops,
+        ) -> Result<Self> {
             // SAFETY: The name is a NUL-terminated template and `ether_setup` a setup function.
             let dev = unsafe {
                 bindings::alloc_netdev_mqs(
@@ -854,7 +882,7 @@ mod tests {
             // SAFETY: `raw` is a new net device that nobody else knows of; `parent` outlives it.
             unsafe {
                 (*raw).netdev_ops = &NETDEV_OPS.0;
-                (*raw).queue_mgmt_ops = &QUEUE_OPS;
+                (*raw).queue_mgmt_ops = queue_ops;
                 (*(*raw).cfg).hds_config =
                     bindings::ethtool_tcp_data_split_ETHTOOL_TCP_DATA_SPLIT_ENABLED as u8;
                 (*raw).dev.parent = parent.as_raw();
@@ -909,11 +937,19 @@ mod tests {
 
     impl Fixture {
         fn new() -> Result<Self> {
+            Self::with(&QUEUE_OPS, 0)
+        }
+
+        /// A fixture whose device has `queue_ops`, and whose provider asks for `rx_page_size`.
+        fn with(
+            queue_ops: &'static bindings::netdev_queue_mgmt_ops,
+            rx_page_size: u32,
+        ) -> Result<Self> {
             let parent = faux::Registration::new(c"rust_pp_mp_kunit", None)?;
-            let dev = TestNetdev::new(parent.as_ref().as_ref())?;
+            let dev = TestNetdev::new(parent.as_ref().as_ref(), queue_ops)?;
             let calls0 = COUNTERS.calls();
             // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
-            unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS)? };
+            unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS, rx_page_size)? };
             Ok(Self {
                 dev,
                 parent,
@@ -965,7 +1001,7 @@ mod tests {
 
         // A second install on the same queue is refused.
         // SAFETY: `dev` has queue management ops and is locked; `COUNTERS` is static.
-        let again = unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS) };
+        let again = unsafe { open_rx_queue::<Counting>(dev.as_raw(), 0, &COUNTERS, 0) };
         assert_eq!(again, Err(EEXIST));
 
         // A pool of the queue takes the provider: every netmem is one of its net_iovs.
@@ -1025,6 +1061,31 @@ mod tests {
             COUNTERS.calls(),
             [init + 1, destroy + 1, alloc + 8, release + 8]
         );
+        Ok(())
+    }
+
+    #[test]
+    fn rx_page_size_sets_the_pool_order() -> Result {
+        const FOUR_PAGES: u32 = 4 * PAGE_SIZE as u32;
+
+        // A device whose queues keep their buffer size refuses, and nothing is installed.
+        let calls0 = COUNTERS.calls();
+        let refused = Fixture::with(&QUEUE_OPS, FOUR_PAGES);
+        assert_eq!(refused.err(), Some(EOPNOTSUPP));
+        assert_eq!(COUNTERS.calls(), calls0);
+
+        // One whose queues take it restarts the queue with a pool of four-page buffers, which
+        // the provider is initialized for.
+        let fx = Fixture::with(&QUEUE_OPS_PAGE_SIZE, FOUR_PAGES)?;
+        assert!(fx.dev.provider_installed());
+        assert_eq!(COUNTERS.init.load(Relaxed), fx.calls0[0] + 1);
+        assert_eq!(COUNTERS.order.load(Relaxed), 2);
+
+        // Without the request, the same device keeps single pages.
+        drop(fx);
+        let fx = Fixture::with(&QUEUE_OPS_PAGE_SIZE, 0)?;
+        assert_eq!(COUNTERS.init.load(Relaxed), fx.calls0[0] + 1);
+        assert_eq!(COUNTERS.order.load(Relaxed), 0);
         Ok(())
     }
 
