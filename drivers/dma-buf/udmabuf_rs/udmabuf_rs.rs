@@ -171,14 +171,22 @@ impl kernel::InPlaceModule for UdmabufModule {
 }
 
 /// An open `/dev/udmabuf_rs`.
-struct UdmabufFile;
+struct UdmabufFile {
+    /// The device that CPU access of its buffers maps for, looked up once.
+    cpu_dev: &'static Device<Bound>,
+}
 
 #[vtable]
 impl MiscDevice for UdmabufFile {
     type Ptr = KBox<Self>;
 
     fn open(_file: &File, _misc: &MiscDeviceRegistration<Self>) -> Result<KBox<Self>> {
-        Ok(KBox::new(Self, GFP_KERNEL)?)
+        Ok(KBox::new(
+            Self {
+                cpu_dev: cpu_device()?,
+            },
+            GFP_KERNEL,
+        )?)
     }
 
     fn ioctl(me: &Self, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
@@ -225,7 +233,7 @@ impl MiscDevice for UdmabufFile {
 impl UdmabufFile {
     /// Pins the memfd ranges of `items` and returns a new dma-buf file descriptor for them.
     fn create(&self, flags: u32, items: &[CreateItem]) -> Result<isize> {
-        let dmabuf = export(cpu_device()?, items, |item| {
+        let dmabuf = export(self.cpu_dev, items, |item| {
             LocalFile::fget(item.memfd).map_err(|_| EBADFD)
         })?;
         let fd_flags = if flags & uapi::UDMABUF_FLAGS_CLOEXEC != 0 {

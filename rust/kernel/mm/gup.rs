@@ -67,6 +67,7 @@ impl PinFlags {
         self.0 & flags.0 == flags.0
     }
 
+    #[inline]
     fn gup_flags(self) -> u32 {
         if self.contains(Self::WRITE) {
             bindings::FOLL_WRITE
@@ -75,6 +76,7 @@ impl PinFlags {
         }
     }
 
+    #[inline]
     fn pin_fd_flags(self) -> u32 {
         if self.contains(Self::WRITE) {
             bindings::PIN_FD_WRITE
@@ -152,6 +154,7 @@ pub enum Accounting {
 struct MemlockCharge(bindings::pin_fd_account);
 
 impl MemlockCharge {
+    #[inline]
     fn empty() -> Self {
         // INVARIANT: A zeroed `struct pin_fd_account` is an empty charge.
         Self(pin_init::zeroed())
@@ -159,10 +162,13 @@ impl MemlockCharge {
 }
 
 impl Drop for MemlockCharge {
+    #[inline]
     fn drop(&mut self) {
-        // SAFETY: By the type invariants, `self.0` is empty, which `pin_fd_unaccount()` ignores,
-        // or a charge that nobody else returns.
-        unsafe { bindings::pin_fd_unaccount(&mut self.0) };
+        // An empty charge, the usual one, has nothing to return: save the call.
+        if self.0.nr_pages != 0 {
+            // SAFETY: By the type invariants, `self.0` is a charge that nobody else returns.
+            unsafe { bindings::pin_fd_unaccount(&mut self.0) };
+        }
     }
 }
 
@@ -490,6 +496,7 @@ impl PinnedPages<LongTerm> {
     /// The array for all the pages is allocated, and with [`Accounting::Memlock`] all of them are
     /// charged, before anything is pinned: a request over the caller's `RLIMIT_MEMLOCK` fails at
     /// once with [`ENOMEM`], however large. Returns [`EINVAL`] if `nr_pages` is zero.
+    #[inline]
     pub fn pin_fd_ranges(
         nr_pages: usize,
         flags: PinFlags,
@@ -544,6 +551,7 @@ impl FdRangePins {
     ///
     /// Returns [`EINVAL`] if `nr_pages` is zero or more than the pages left to pin. On failure,
     /// nothing of this range is left pinned; the earlier ranges stay.
+    #[inline]
     pub fn pin(&mut self, file: &LocalFile, start: usize, nr_pages: usize) -> Result {
         let len = self.pins.pages.len();
         if nr_pages == 0 || nr_pages > self.nr_pages - len {
