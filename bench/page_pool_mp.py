@@ -35,8 +35,8 @@ if len(sys.argv) < 6:
     sys.exit(__doc__)
 KSFT, KO, ROUND, LOOPS = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
 ARMS = sys.argv[5:]
-sys.path.insert(0, os.path.join(KSFT, "drivers/net"))
-os.chdir(os.path.join(KSFT, "drivers/net"))
+sys.path.insert(0, os.path.join(KSFT, "net"))
+os.chdir(os.path.join(KSFT, "net"))
 
 # pylint: disable=wrong-import-position
 from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev, NlError, ip  # noqa: E402

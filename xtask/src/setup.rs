@@ -14,7 +14,7 @@ use std::time::Duration;
 /// programs) and PyYAML and jsonschema (tools/net/ynl/pyynl/ynl_gen_c.py
 /// generates the YNL C library); to run, in the guest (the host's root):
 /// PyYAML (the YNL python library) and iproute2 (`ip`); ethtool for the
-/// drivers/net tests that call it. selftests/memfd builds a FUSE helper
+/// devmem tests that call it. selftests/memfd builds a FUSE helper
 /// (libfuse, found through pkg-config). curl, patch and libc6-dev to build
 /// the sparse that `check` runs (`C=2`, see sparse.rs): Debian's own sparse
 /// cannot read Linux 7.3.
