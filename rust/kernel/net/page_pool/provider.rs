@@ -53,9 +53,10 @@ pub enum DmaSync {
 ///
 /// - its `type` and `owner` describe it truly: a net_iov of type `NET_IOV_DMABUF` belongs to the
 ///   chunk of a bound dma-buf that `owner` names, one of type `NET_IOV_IOURING` to an io_uring
-///   zero-copy area. (A provider whose net_iovs are neither, a test's, relies on
-///   [`open_rx_queue`]'s caller instead: such a provider is only installed on queues of devices
-///   that never receive into them, so neither their type nor their `dma_addr` is used);
+///   zero-copy area. A net_iov of neither is `NET_IOV_NONE`, the type of zeroed memory, which the
+///   stack never takes for one of theirs; its `dma_addr` is still used: a provider of such
+///   net_iovs (a test's, with no memory behind them) relies on [`open_rx_queue`]'s caller to
+///   install it only on queues of devices that never receive into them;
 /// - its `dma_addr` is a mapping, for the DMA device of the pool's rx queue, of memory the device
 ///   may write `PAGE_SIZE << order` bytes to, `order` being the pool's
 ///   ([`ProviderPool::order`]), as `init` must check; if `init` returned [`DmaSync::Keep`], a
@@ -605,8 +606,8 @@ mod tests {
         sync::atomic::{ordering, Atomic, Relaxed},
     };
 
-    // The net_iovs are zeroed: type NET_IOV_DMABUF with no owner. Only page pool code, which does
-    // not look at either, sees them: the device is never registered, so it never receives.
+    // The net_iovs are zeroed: type NET_IOV_NONE, no owner, `dma_addr` 0. Only page pool code sees
+    // them: the device is never registered, so it never receives into them.
     const NR_NIOVS: usize = 32;
     // What `nl_fill` reports.
     const NL_MARK: u32 = 0x7e57;
@@ -692,8 +693,8 @@ mod tests {
     }
 
     // SAFETY: The net_iovs lent are static, so valid for ever, and `free` lends each to one pool at
-    // a time and only once it came back. They are zeroed: their type says `NET_IOV_DMABUF` with no
-    // owner and their `dma_addr` is 0, neither of which is true, as the trait allows for a
+    // a time and only once it came back. They are zeroed: their type is `NET_IOV_NONE`, true, as
+    // there is no memory behind them, and their `dma_addr` 0, which the trait allows for a
     // provider that is only installed on queues of devices that never receive: the tests install
     // it on a device that is never registered. `init` returns `DmaSync::Disable`, so the pool
     // never syncs them either.
@@ -1017,6 +1018,11 @@ mod tests {
                 return Err(EINVAL);
             };
             assert!(COUNTERS.index_of(niov).is_some());
+            // Zeroed, it is not taken for a devmem net_iov, whose owner the stack would follow.
+            // SAFETY: The net_iov is valid while the pool holds it.
+            let kind = unsafe { (*niov.as_raw()).type_ };
+            assert_ne!(kind, bindings::net_iov_type_NET_IOV_DMABUF);
+            assert_ne!(kind, bindings::net_iov_type_NET_IOV_IOURING);
             held.push(netmem, GFP_KERNEL)?;
         }
         assert_eq!(COUNTERS.alloc.load(Relaxed), alloc + 8);
