@@ -60,7 +60,8 @@ pub enum DmaSync {
 /// - its `dma_addr` is a mapping, for the DMA device of the pool's rx queue, of memory the device
 ///   may write `PAGE_SIZE << order` bytes to, `order` being the pool's
 ///   ([`ProviderPool::order`]), as `init` must check; if `init` returned [`DmaSync::Keep`], a
-///   streaming mapping that the pool may sync;
+///   streaming mapping that the pool may sync. The one exception is the `NET_IOV_NONE` net_iov
+///   above, on a queue its device never receives into;
 /// - its memory stays valid until the provider took it back from every pool it was lent to
 ///   ([`ReleasedNetmem::into_net_iov`]), and at least until `destroy` for each such pool;
 /// - it is lent to one pool at a time, and not used by the provider while lent.
@@ -547,9 +548,10 @@ impl NlReply {
 /// io_uring's (a test provider's), the device never receives into the queue.
 ///
 /// A non-zero `rx_page_size` asks the queue for buffers of that many bytes, a power of two of at
-/// least `PAGE_SIZE` (devmem's `rx-page-size`): its page pools then have the matching order
-/// ([`ProviderPool::order`]). A device whose queues cannot change it refuses with
-/// [`EOPNOTSUPP`]. Zero keeps the device's size.
+/// least `PAGE_SIZE` ([`EINVAL`] otherwise), as devmem does for an `rx-page-size` other than
+/// `PAGE_SIZE`: its page pools then have the matching order ([`ProviderPool::order`]). A device
+/// whose queues cannot change it refuses with [`EOPNOTSUPP`], even for `PAGE_SIZE`: pass zero to
+/// keep the device's size.
 #[inline]
 pub unsafe fn open_rx_queue<T: MemoryProvider>(
     netdev: *mut bindings::net_device,
@@ -557,6 +559,11 @@ pub unsafe fn open_rx_queue<T: MemoryProvider>(
     priv_data: &T::Priv,
     rx_page_size: u32,
 ) -> Result {
+    if rx_page_size != 0
+        && (!rx_page_size.is_power_of_two() || (rx_page_size as usize) < crate::page::PAGE_SIZE)
+    {
+        return Err(EINVAL);
+    }
     let params = bindings::pp_memory_provider_params {
         mp_priv: core::ptr::from_ref(priv_data).cast_mut().cast(),
         mp_ops: T::OPS.as_raw(),
@@ -784,7 +791,7 @@ mod tests {
         // SAFETY: The rx queue code passes the queue's valid configuration. Its page size is zero
         // unless the device's ops support it (`QUEUE_OPS_PAGE_SIZE`) and a provider asked for it.
         let page_size = unsafe { (*qcfg).rx_page_size } as usize;
-        // The rx queue code checked that it is a power of two, at least `PAGE_SIZE`.
+        // `open_rx_queue` took only a power of two of at least `PAGE_SIZE`.
         let order = (page_size / PAGE_SIZE).checked_ilog2().unwrap_or(0);
         let params = Params::new().order(order).dma(
             parent,
@@ -1078,6 +1085,14 @@ mod tests {
         let calls0 = COUNTERS.calls();
         let refused = Fixture::with(&QUEUE_OPS, FOUR_PAGES);
         assert_eq!(refused.err(), Some(EOPNOTSUPP));
+        assert_eq!(COUNTERS.calls(), calls0);
+
+        // Sizes that are not a power of two of at least a page are refused before the device
+        // sees them.
+        for size in [3 * PAGE_SIZE as u32, PAGE_SIZE as u32 / 2] {
+            let refused = Fixture::with(&QUEUE_OPS_PAGE_SIZE, size);
+            assert_eq!(refused.err(), Some(EINVAL));
+        }
         assert_eq!(COUNTERS.calls(), calls0);
 
         // One whose queues take it restarts the queue with a pool of four-page buffers, which

@@ -24,29 +24,14 @@ Needs no hardware and no remote end. Environment:
 
 import errno
 import os
-import sys
 
-from lib.py import ksft_run, ksft_exit, ksft_pr
+from lib.py import ksft_pr
 from lib.py import ksft_eq, ksft_ge, ksft_in, ksft_not_in, ksft_raises, \
     ksft_true
-from lib.py import EthtoolFamily, NetdevFamily, NlError
+from lib.py import NetdevFamily, NlError
 from lib.py import defer, ip
 from devmem_lib import NQ, PAGE, bind, bind_req, mp_pools, \
-    new_dmabuf, new_nsim, provider_calls, provider_served, \
-    restore_provider, rxq, select_provider, skip_all, wait_for
-
-
-class Cfg:
-    """What every case needs: the devices to use and a query socket."""
-
-    def __init__(self, udmabuf, provider):
-        self.udmabuf = udmabuf
-        self.provider = provider
-        self.calls = provider_calls()
-        # Only for queries: bindings are made on sockets of their own, so
-        # that closing one unbinds.
-        self.nf = NetdevFamily()
-        self.ethnl = EthtoolFamily()
+    new_dmabuf, new_nsim, provider_served, run_cases, rxq, wait_for
 
 
 # Helpers
@@ -489,38 +474,23 @@ def reconfig_while_bound(cfg):
 # Provider and device selection
 
 def main() -> None:
-    provider = os.environ.get("DEVMEM_PROVIDER")
-    udmabuf = os.environ.get("UDMABUF_DEV", "/dev/udmabuf")
-    old = None
-    if "-l" not in sys.argv[1:]:
-        if not os.path.exists(udmabuf):
-            skip_all(f"no {udmabuf}")
-        if provider is not None:
-            old = select_provider(provider)
-    try:
-        print(f"# provider {provider or 'default'}, dma-bufs from {udmabuf}")
-        cfg = Cfg(udmabuf, provider)
-        ksft_run([bind_one_queue,
-                  bind_two_queues,
-                  two_bindings_one_socket,
-                  bind_down_then_up,
-                  alloc_from_provider,
-                  unbind_with_buffer_in_flight,
-                  bind_queue_out_of_range,
-                  bind_tx_queue,
-                  bind_missing_attrs,
-                  bind_bad_device,
-                  bind_rx_page_size_not_pow2,
-                  bind_not_a_dmabuf,
-                  bind_without_header_split,
-                  bind_with_hds_thresh,
-                  bind_bound_queue,
-                  reconfig_while_bound,
-                  provider_served],
-                 args=(cfg, ))
-    finally:
-        restore_provider(old)
-    ksft_exit()
+    run_cases([bind_one_queue,
+               bind_two_queues,
+               two_bindings_one_socket,
+               bind_down_then_up,
+               alloc_from_provider,
+               unbind_with_buffer_in_flight,
+               bind_queue_out_of_range,
+               bind_tx_queue,
+               bind_missing_attrs,
+               bind_bad_device,
+               bind_rx_page_size_not_pow2,
+               bind_not_a_dmabuf,
+               bind_without_header_split,
+               bind_with_hds_thresh,
+               bind_bound_queue,
+               reconfig_while_bound,
+               provider_served])
 
 
 if __name__ == "__main__":

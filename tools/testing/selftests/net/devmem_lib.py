@@ -13,9 +13,9 @@ import struct
 import sys
 import time
 
-from lib.py import ksft_eq, ksft_gt, ksft_in, ksft_pr
+from lib.py import ksft_eq, ksft_gt, ksft_in, ksft_pr, ksft_run, ksft_exit
 from lib.py import KsftSkipEx
-from lib.py import NetdevSimDev
+from lib.py import EthtoolFamily, NetdevFamily, NetdevSimDev
 from lib.py import defer, ip
 
 PROVIDER_KNOB = "/sys/kernel/debug/net_devmem/rust_provider"
@@ -235,3 +235,39 @@ def provider_served(cfg) -> None:
         if other != want:
             ksft_eq(after[other], cfg.calls.get(other),
                     f"calls to the {other} provider")
+
+
+class Cfg:
+    """What every case needs: the devices to use and a query socket."""
+
+    def __init__(self, udmabuf, provider):
+        self.udmabuf = udmabuf
+        self.provider = provider
+        self.calls = provider_calls()
+        # Only for queries: bindings are made on sockets of their own, so
+        # that closing one unbinds.
+        self.nf = NetdevFamily()
+        self.ethnl = EthtoolFamily()
+
+
+def run_cases(cases, prepare=None):
+    """Runs @cases with the provider DEVMEM_PROVIDER names (none: the
+    kernel's) and dma-bufs of UDMABUF_DEV (default /dev/udmabuf), and puts
+    the provider back; @prepare runs once the provider is chosen. With -l,
+    the cases are only listed."""
+    provider = os.environ.get("DEVMEM_PROVIDER")
+    udmabuf = os.environ.get("UDMABUF_DEV", "/dev/udmabuf")
+    old = None
+    if "-l" not in sys.argv[1:]:
+        if not os.path.exists(udmabuf):
+            skip_all(f"no {udmabuf}")
+        if provider is not None:
+            old = select_provider(provider)
+        if prepare is not None:
+            prepare()
+    try:
+        print(f"# provider {provider or 'default'}, dma-bufs from {udmabuf}")
+        ksft_run(cases, args=(Cfg(udmabuf, provider), ))
+    finally:
+        restore_provider(old)
+    ksft_exit()

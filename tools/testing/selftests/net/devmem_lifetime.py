@@ -42,14 +42,13 @@ import struct
 import sys
 from collections import Counter
 
-from lib.py import ksft_run, ksft_exit, ksft_pr, ksft_variants
+from lib.py import ksft_pr, ksft_variants
 from lib.py import ksft_eq, ksft_gt, ksft_in, ksft_not_in, ksft_true
 from lib.py import KsftSkipEx
-from lib.py import EthtoolFamily, NetdevFamily, Netlink
+from lib.py import NetdevFamily, Netlink
 from lib.py import defer, ip
 from devmem_lib import NQ, PAGE, DmaBuf, bind, bind_req, mp_pools, \
-    new_dmabuf, new_nsim, provider_calls, provider_served, \
-    restore_provider, rxq, select_provider, skip_all, wait_for
+    new_dmabuf, new_nsim, provider_served, run_cases, rxq, wait_for
 
 BUFINFO = "/sys/kernel/debug/dma_buf/bufinfo"
 DEBUGFS = "/sys/kernel/debug"
@@ -57,17 +56,6 @@ FAIL_NTH = "/proc/thread-self/fail-nth"
 
 CHURN = 50
 FAIL_NTH_MAX = 20000
-
-
-class Cfg:
-    """What every case needs: the devices to use and a query socket."""
-
-    def __init__(self, udmabuf, provider):
-        self.udmabuf = udmabuf
-        self.provider = provider
-        self.calls = provider_calls()
-        self.nf = NetdevFamily()
-        self.ethnl = EthtoolFamily()
 
 
 # Helpers
@@ -598,30 +586,19 @@ def bind_fail_nth(cfg):
     ksft_pr(f"{faults} faults injected, errors: {dict(sweep.errors)}")
 
 
+def note_bufinfo():
+    if not os.path.exists(BUFINFO):
+        print(f"# no {BUFINFO}: dma-buf attachments not checked")
+
+
 def main() -> None:
-    provider = os.environ.get("DEVMEM_PROVIDER")
-    udmabuf = os.environ.get("UDMABUF_DEV", "/dev/udmabuf")
-    old = None
-    if "-l" not in sys.argv[1:]:
-        if not os.path.exists(udmabuf):
-            skip_all(f"no {udmabuf}")
-        if provider is not None:
-            old = select_provider(provider)
-        if not os.path.exists(BUFINFO):
-            print(f"# no {BUFINFO}: dma-buf attachments not checked")
-    try:
-        print(f"# provider {provider or 'default'}, dma-bufs from {udmabuf}")
-        cfg = Cfg(udmabuf, provider)
-        ksft_run([release_order,
-                  device_unregister,
-                  process_exit,
-                  rebind_churn,
-                  bind_fail_nth,
-                  provider_served],
-                 args=(cfg, ))
-    finally:
-        restore_provider(old)
-    ksft_exit()
+    run_cases([release_order,
+               device_unregister,
+               process_exit,
+               rebind_churn,
+               bind_fail_nth,
+               provider_served],
+              prepare=note_bufinfo)
 
 
 if __name__ == "__main__":
