@@ -166,7 +166,9 @@ impl Drop for MemlockCharge {
     fn drop(&mut self) {
         // An empty charge, the usual one, has nothing to return: save the call.
         if self.0.nr_pages != 0 {
-            // SAFETY: By the type invariants, `self.0` is a charge that nobody else returns.
+            // SAFETY: The charge counts pages, so it is not the empty one: by the type
+            // invariants, it was made by `pin_user_pages_fd()` or `pin_fd_account_charge()`, and
+            // nobody else returns it.
             unsafe { bindings::pin_fd_unaccount(&mut self.0) };
         }
     }
